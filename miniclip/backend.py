@@ -1,0 +1,83 @@
+"""The NumPy / CuPy switch: the only module in miniclip that imports cupy.
+
+Every op is written once against an "array module" `xp`, which is `numpy` for arrays in host
+memory and `cupy` for arrays on a CUDA GPU. `get_array_module(x)` picks it from the array
+itself, so the same line of code runs on either device:
+
+    xp = get_array_module(x)
+    y = xp.exp(x - x.max(axis=-1, keepdims=True))
+
+CuPy is imported lazily, on the first question that needs it, so `import miniclip` stays fast
+and works on machines without CUDA.
+"""
+import numpy as np
+
+_cupy = None          # the cupy module once imported, False when it is not usable here
+
+
+def _import_cupy():
+    """Return the cupy module, or None when CuPy is not installed or cannot see a GPU."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy
+            cupy.cuda.runtime.getDeviceCount()   # raises when there is no driver or device
+            _cupy = cupy
+        except Exception:
+            _cupy = False
+    return _cupy or None
+
+
+def has_gpu():
+    """True when CuPy is installed and a CUDA device is visible."""
+    return _import_cupy() is not None
+
+
+def is_cupy_array(x):
+    """True for a cupy.ndarray, without importing cupy when it was never imported."""
+    return type(x).__module__.startswith("cupy")
+
+
+def device_of(x):
+    """'cuda' for a CuPy array, 'cpu' for anything else (NumPy arrays and Python numbers)."""
+    return "cuda" if is_cupy_array(x) else "cpu"
+
+
+def get_array_module(x):
+    """numpy or cupy, whichever owns the array `x`."""
+    if is_cupy_array(x):
+        return _import_cupy()
+    return np
+
+
+def to_numpy(x):
+    """A NumPy copy of a CuPy array (the array itself when it is already on the host)."""
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def to_device(x, device):
+    """Move an array to 'cpu' or 'cuda' (a no-op when it is already there)."""
+    if device == "cpu":
+        return to_numpy(x)
+    if device == "cuda":
+        cupy = _import_cupy()
+        if cupy is None:
+            raise RuntimeError("to_device('cuda'): CuPy is not installed or no CUDA GPU is visible "
+                               "(pip install 'miniclip[gpu]' on a machine with a GPU)")
+        return cupy.asarray(x)
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+
+
+def erf(x):
+    """The error function, elementwise, to full float64 precision.
+
+    NumPy has no erf, so the CPU version is `math.erf` compiled by Numba into a ufunc (compiled
+    on the first call, cached on disk); on the GPU it is CuPy's own.
+    """
+    if is_cupy_array(x):
+        from cupyx.scipy.special import erf as cupy_erf
+        return cupy_erf(x)
+    from miniclip.special import erf as numba_erf
+    return numba_erf(x)

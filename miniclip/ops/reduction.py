@@ -1,0 +1,73 @@
+"""Reductions: sum, mean, max over some dimensions (all of them by default).
+
+The backward of a reduction broadcasts dy back over the reduced dimensions: every input element
+contributed to its output with weight 1 (sum), 1/n (mean), or 1 if it was the maximum (max).
+"""
+from miniclip.backend import get_array_module
+from miniclip.tensor import Function
+
+
+def _normalize_dims(dim, ndim):
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    return tuple(d % ndim for d in dims) if ndim else ()
+
+
+def _keepdim_shape(shape, dims):
+    """The shape of the result with keepdim=True: 1 in every reduced dimension."""
+    return tuple(1 if i in dims else n for i, n in enumerate(shape))
+
+
+class Sum(Function):
+    def forward(self, x, dim=None, keepdim=False):
+        self.x_shape = x.shape
+        self.dims = _normalize_dims(dim, x.ndim)
+        return x.sum(axis=self.dims, keepdims=keepdim)
+
+    def backward(self, dy):
+        dy = dy.reshape(_keepdim_shape(self.x_shape, self.dims))
+        return get_array_module(dy).broadcast_to(dy, self.x_shape)
+
+
+class Mean(Function):
+    def forward(self, x, dim=None, keepdim=False):
+        self.x_shape = x.shape
+        self.dims = _normalize_dims(dim, x.ndim)
+        self.count = 1
+        for d in self.dims:
+            self.count *= x.shape[d]
+        return x.mean(axis=self.dims, keepdims=keepdim)
+
+    def backward(self, dy):
+        dy = dy.reshape(_keepdim_shape(self.x_shape, self.dims)) / self.count
+        return get_array_module(dy).broadcast_to(dy, self.x_shape)
+
+
+class Max(Function):
+    """The maximum over `dim`. When several elements tie for the maximum, the gradient is shared
+    equally among them (dy / number of ties), so the gradient still sums to dy; torch.amax does
+    the same, and that keeps max a symmetric function of its inputs."""
+
+    def forward(self, x, dim=None, keepdim=False):
+        self.dims = _normalize_dims(dim, x.ndim)
+        y = x.max(axis=self.dims, keepdims=True)
+        winners = (x == y).astype(x.dtype)
+        self.share = winners / winners.sum(axis=self.dims, keepdims=True)   # 1/ties at each max
+        return y if keepdim else y.reshape([n for i, n in enumerate(y.shape) if i not in self.dims])
+
+    def backward(self, dy):
+        dy = dy.reshape(_keepdim_shape(self.share.shape, self.dims))
+        return dy * self.share
+
+
+def sum(x, dim=None, keepdim=False):
+    return Sum.apply(x, dim=dim, keepdim=keepdim)
+
+
+def mean(x, dim=None, keepdim=False):
+    return Mean.apply(x, dim=dim, keepdim=keepdim)
+
+
+def max(x, dim=None, keepdim=False):
+    return Max.apply(x, dim=dim, keepdim=keepdim)

@@ -1,0 +1,45 @@
+"""Shared test set-up.
+
+- NUMBA_ENABLE_CUDASIM=1 is set before numba is imported, so CUDA kernels run in Numba's CUDA
+  simulator on machines without a GPU (unless MINICLIP_REAL_GPU=1, as tests/gpu_check.sh sets).
+- The `torch` and `open_clip` fixtures give the test oracles. Where they are not installed those
+  tests skip, except when MINICLIP_REQUIRE_ORACLE=1 (set by .ci/run): then a missing oracle is an
+  error, so CI can never pass with the oracle tests silently skipped.
+"""
+import os
+
+if os.environ.get("MINICLIP_REAL_GPU") != "1":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import pytest  # noqa: E402
+
+
+def _oracle(name):
+    try:
+        return __import__(name)
+    except ImportError:
+        if os.environ.get("MINICLIP_REQUIRE_ORACLE") == "1":
+            raise
+        pytest.skip(f"{name} is not installed (pip install -e '.[oracle]')")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    torch = _oracle("torch")
+    torch.set_num_threads(2)
+    return torch
+
+
+@pytest.fixture(scope="session")
+def open_clip():
+    return _oracle("open_clip")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a real CUDA GPU; elsewhere they are reported as skipped."""
+    if os.environ.get("MINICLIP_REAL_GPU") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs a real GPU: run tests/gpu_check.sh on a GPU machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
