@@ -2,6 +2,8 @@
 
 - NUMBA_ENABLE_CUDASIM=1 is set before numba is imported, so CUDA kernels run in Numba's CUDA
   simulator on machines without a GPU (unless MINICLIP_REAL_GPU=1, as tests/gpu_check.sh sets).
+- `cuda_xp` is the array module CUDA-kernel tests allocate with: NumPy in the simulator, CuPy
+  on a real GPU, so one test body covers both.
 - The `torch` and `open_clip` fixtures give the test oracles. Where they are not installed those
   tests skip, except when MINICLIP_REQUIRE_ORACLE=1 (set by .ci/run): then a missing oracle is an
   error, so CI can never pass with the oracle tests silently skipped.
@@ -33,6 +35,16 @@ def torch():
 @pytest.fixture(scope="session")
 def open_clip():
     return _oracle("open_clip")
+
+
+@pytest.fixture(scope="session")
+def cuda_xp():
+    """The array module to feed CUDA kernels: NumPy under the simulator, CuPy on a real GPU."""
+    if os.environ.get("MINICLIP_REAL_GPU") == "1":
+        import cupy
+        return cupy
+    import numpy
+    return numpy
 
 
 def pytest_collection_modifyitems(config, items):
