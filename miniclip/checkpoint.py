@@ -48,7 +48,7 @@ def load_safetensors(path):
             array = np.frombuffer(buffer, dtype=np.dtype(DTYPES[info["dtype"]]).newbyteorder("<"))
         else:
             raise ValueError(f"{path}: tensor {name!r} has dtype {info['dtype']}, which miniclip cannot read")
-        tensors[name] = array.reshape(info["shape"]).copy()
+        tensors[name] = array.reshape(tuple(info["shape"])).copy()
     return tensors, metadata
 
 
@@ -56,7 +56,7 @@ def save_safetensors(path, tensors, metadata=None):
     """Write a dict of arrays (and string metadata) to `path` atomically."""
     header, offset, blobs = {}, 0, []
     for name, array in tensors.items():
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")          # (ascontiguousarray would make 0-d arrays 1-d)
         if array.dtype not in DTYPE_NAMES:
             raise TypeError(f"cannot save {name!r}: dtype {array.dtype} has no safetensors name")
         blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()

@@ -1,0 +1,106 @@
+"""Loading weights: OpenCLIP .safetensors files without torch, miniclip's own, and clear errors."""
+import json
+
+import numpy as np
+import pytest
+
+import miniclip
+from miniclip.checkpoint import load_safetensors, save_safetensors
+from tests.tolerances import OPENCLIP_FEATURES
+
+TINY = dict(embed_dim=16, vision_cfg=dict(image_size=8, patch_size=4, width=16, layers=1, head_width=8),
+            text_cfg=dict(context_length=6, vocab_size=50, width=16, heads=2, layers=1))
+
+
+def test_safetensors_round_trip_keeps_values_dtypes_and_metadata(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = {"a": rng.standard_normal((3, 5)).astype(np.float32), "b": np.arange(4, dtype=np.int64),
+               "scalar": np.array(2.5, dtype=np.float64), "half": rng.standard_normal(7).astype(np.float16)}
+    save_safetensors(tmp_path / "w.safetensors", tensors, {"note": "hello"})
+    loaded, metadata = load_safetensors(tmp_path / "w.safetensors")
+    assert metadata == {"note": "hello"}
+    for key, value in tensors.items():
+        assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape
+        np.testing.assert_array_equal(loaded[key], value)
+    assert not list(tmp_path.glob(".tmp-*"))                      # the temporary file was renamed
+
+
+@pytest.mark.oracle
+def test_reads_files_written_by_the_safetensors_library_including_bf16(torch, tmp_path):
+    from safetensors.torch import save_file
+    values = torch.randn(4, 3)
+    save_file({"x": values, "y": values.to(torch.bfloat16), "i": torch.arange(5)}, str(tmp_path / "t.safetensors"))
+    loaded, _ = load_safetensors(tmp_path / "t.safetensors")
+    np.testing.assert_array_equal(loaded["x"], values.numpy())
+    np.testing.assert_array_equal(loaded["y"], values.to(torch.bfloat16).float().numpy())
+    np.testing.assert_array_equal(loaded["i"], np.arange(5))
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("quick_gelu", [False, True])
+def test_openclip_safetensors_checkpoint_loads_and_gives_the_same_features(torch, open_clip, tmp_path, quick_gelu):
+    from safetensors.torch import save_file
+    config = dict(TINY, quick_gelu=quick_gelu)
+    torch.manual_seed(0)
+    theirs = open_clip.model.CLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"],
+                                  quick_gelu=quick_gelu).eval()
+    # As OpenCLIP's hub folders: open_clip_model.safetensors next to open_clip_config.json.
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items() if k != "attn_mask"},
+              str(tmp_path / "open_clip_model.safetensors"))
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+
+    ours = miniclip.create_model(config, checkpoint=str(tmp_path / "open_clip_model.safetensors")).eval()
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    tokens = np.array([[48, 5, 7, 49, 0, 0], [48, 9, 49, 0, 0, 0]])
+    with torch.no_grad():
+        expected = theirs(torch.tensor(images), torch.tensor(tokens))
+    got = ours(images, tokens)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.data, e.numpy(), **OPENCLIP_FEATURES)
+
+    # The same weights in a model with the other activation: refused, not silently wrong.
+    with pytest.raises(ValueError, match="QuickGELU|GELU"):
+        miniclip.create_model(dict(config, quick_gelu=not quick_gelu),
+                              checkpoint=str(tmp_path / "open_clip_model.safetensors"))
+
+
+def test_state_dict_mismatches_are_one_clear_error(tmp_path):
+    model = miniclip.create_model(TINY)
+    state = model.state_dict()
+    state["visual.proj"] = np.zeros((3, 3), np.float32)            # wrong shape
+    del state["ln_final.bias"]                                      # missing
+    state["visual.extra"] = np.zeros(2, np.float32)                 # unexpected
+    with pytest.raises((KeyError, ValueError, RuntimeError)) as error:
+        model.load_state_dict(state)
+    message = str(error.value)
+    assert "visual.proj" in message and "ln_final.bias" in message and "visual.extra" in message
+
+
+def test_not_a_safetensors_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"PK\x03\x04 this is a torch zip file, not safetensors" * 10)
+    with pytest.raises(ValueError, match="safetensors"):
+        miniclip.load_checkpoint(str(path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        miniclip.load_checkpoint(str(tmp_path / "missing.safetensors"))
+
+
+def test_bad_inputs_name_the_expected_shape():
+    model = miniclip.create_model(TINY)
+    with pytest.raises(ValueError, match=r"\(batch, 3, 8, 8\)"):
+        model.encode_image(np.zeros((2, 3, 16, 16), np.float32))
+    with pytest.raises(ValueError, match=r"\(batch, 3, 8, 8\)"):
+        model.encode_image(np.zeros((2, 1, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 50\).*from 0 to 50"):
+        model.encode_text(np.array([[1, 50, 0]]))
+    with pytest.raises(ValueError, match="7 tokens.*context length 6"):
+        model.encode_text(np.ones((1, 7), np.int64))
+
+
+def test_builtin_configs_build_with_openclip_shapes():
+    assert {"ViT-B-32", "ViT-B-16", "RN50", "ViT-B-32-quickgelu", "RN50-quickgelu", "tiny-vit-s"} <= set(miniclip.list_models())
+    with pytest.raises(ValueError, match="unknown model"):
+        miniclip.create_model("ViT-Z-99")
+    with pytest.raises(ValueError, match="pool_type"):
+        miniclip.create_model(dict(TINY, vision_cfg=dict(TINY["vision_cfg"], pool_type="avg")))
