@@ -1,0 +1,41 @@
+"""Scaled dot-product attention, O = softmax(scale * Q K^T + mask) V, and its backward.
+
+    o, lse = attention_forward(q, k, v, scale, is_causal=False, mask=None)
+    dq, dk, dv = attention_backward(q, k, v, o, lse, do, scale, is_causal=False, mask=None)
+
+q is (B, H, Tq, d), k and v are (B, H, Tk, d) (Tq may differ from Tk), float32 or float64.
+mask is an additive float mask broadcastable to (B, H, Tq, Tk) (0 keeps a key, -inf hides it);
+is_causal hides key j from query i when j > i. lse (B, H, Tq) is each row's log-sum-exp of the
+scores: the backward recomputes the attention weights from it instead of storing them.
+
+Implementations (see each file's docstring):
+    reference.py   the plain materialised softmax(Q K^T) V in NumPy/CuPy: the definition
+    numba_cpu.py   FlashAttention-2 tiles: BLAS matmuls, Numba online softmax, a thread per head group
+    numba_cuda.py  numba.cuda kernels, v1 (a thread per row) and v2 (FlashAttention-2 tiles)
+
+Which one runs: the reference when miniclip.kernels.mode() == "reference", else numba_cpu for
+NumPy arrays and the newest numba_cuda version for CuPy arrays.
+"""
+from miniclip.backend import is_cupy_array
+
+from .. import mode
+from . import numba_cpu, reference
+
+
+def _implementation(q):
+    if mode() == "reference":
+        return reference
+    if is_cupy_array(q):
+        from . import numba_cuda          # imported on first GPU use: numba.cuda is slow to import
+        return numba_cuda
+    return numba_cpu
+
+
+def attention_forward(q, k, v, scale, is_causal=False, mask=None):
+    """softmax(scale * q k^T + mask) v for (B, H, T, d) arrays; returns (o, lse)."""
+    return _implementation(q).attention_forward(q, k, v, scale, is_causal=is_causal, mask=mask)
+
+
+def attention_backward(q, k, v, o, lse, do, scale, is_causal=False, mask=None):
+    """Gradients (dq, dk, dv) of attention_forward, given its (o, lse) and the upstream do."""
+    return _implementation(q).attention_backward(q, k, v, o, lse, do, scale, is_causal=is_causal, mask=mask)

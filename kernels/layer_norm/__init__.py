@@ -1,0 +1,103 @@
+"""Fused layer norm, GELU and QuickGELU (array level: NumPy or CuPy in and out).
+
+    y  = (x - mean) * rstd * weight + bias,  rstd = 1 / sqrt(var + eps), over the last dim
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight
+    gelu(x) = x * Phi(x) (exact, erf),   quick_gelu(x) = x * sigmoid(1.702 x)
+
+Implementations: reference.py (NumPy, the definition), numba_cpu.py, numba_cuda.py (v1, v2).
+Which one runs: reference.py in `miniclip.kernels.use("reference")` mode, otherwise numba_cpu
+for NumPy arrays and the newest numba_cuda version for CuPy arrays. x may have any leading
+dimensions, (..., C); mean and rstd have shape x.shape[:-1] and are float64.
+"""
+from miniclip import kernels
+from miniclip.backend import get_array_module, is_cupy_array
+
+from . import numba_cpu, reference
+
+
+def _implementation(x):
+    if kernels.mode() == "reference":
+        return reference
+    if is_cupy_array(x):
+        from . import numba_cuda       # imported on first use: numba.cuda is slow to import
+        return numba_cuda
+    return numba_cpu
+
+
+def _float_array(name, x, min_ndim=0):
+    dtype = getattr(x, "dtype", None)
+    if getattr(x, "ndim", -1) < min_ndim or getattr(dtype, "name", None) not in ("float32", "float64"):
+        raise TypeError(f"{name}: expected a float32 or float64 array with at least {min_ndim} dimension(s), "
+                        f"got {type(x).__name__} of shape {getattr(x, 'shape', None)} dtype {dtype}")
+    # The kernels read rows as contiguous runs: copy a strided view once, here, on purpose.
+    return get_array_module(x).ascontiguousarray(x)
+
+
+def _like(name, v, shape, dtype):
+    if getattr(v, "shape", None) != tuple(shape) or v.dtype != dtype:
+        raise ValueError(f"{name}: expected shape {tuple(shape)} dtype {dtype}, "
+                         f"got shape {getattr(v, 'shape', None)} dtype {getattr(v, 'dtype', None)}")
+    return get_array_module(v).ascontiguousarray(v)
+
+
+def _rows(x):
+    """x (..., C) as a 2-D (N, C) view, and the leading shape to give back."""
+    if x.shape[-1] == 0 or x.size == 0:
+        raise ValueError(f"x: expected at least one row of at least one value, got shape {x.shape}")
+    return x.reshape(-1, x.shape[-1]), x.shape[:-1]
+
+
+def layer_norm_forward(x, weight, bias, eps=1e-5):
+    """(y, mean, rstd): layer norm of x (..., C) over its last dim; weight, bias (C,) like x.
+
+    y has x's shape and dtype; mean and rstd have shape x.shape[:-1], float64.
+    """
+    x = _float_array("x", x, min_ndim=1)
+    C = x.shape[-1]
+    weight = _like("weight", weight, (C,), x.dtype)
+    bias = _like("bias", bias, (C,), x.dtype)
+    if not eps > 0:
+        raise ValueError(f"eps: expected a positive number, got {eps!r}")
+    x2, lead = _rows(x)
+    y, mean, rstd = _implementation(x).layer_norm_forward(x2, weight, bias, eps)
+    return y.reshape(x.shape), mean.reshape(lead), rstd.reshape(lead)
+
+
+def layer_norm_backward(dy, x, weight, mean, rstd):
+    """(dx, dweight, dbias): gradients of layer norm given dy like x, and the forward's mean, rstd."""
+    x = _float_array("x", x, min_ndim=1)
+    C = x.shape[-1]
+    dy = _like("dy", dy, x.shape, x.dtype)
+    weight = _like("weight", weight, (C,), x.dtype)
+    mean = _like("mean", mean, x.shape[:-1], "float64")
+    rstd = _like("rstd", rstd, x.shape[:-1], "float64")
+    x2, _ = _rows(x)
+    dx, dweight, dbias = _implementation(x).layer_norm_backward(
+        dy.reshape(x2.shape), x2, weight, mean.reshape(-1), rstd.reshape(-1))
+    return dx.reshape(x.shape), dweight, dbias
+
+
+def gelu_forward(x):
+    """gelu(x) = x * (1 + erf(x / sqrt 2)) / 2, elementwise, any shape."""
+    x = _float_array("x", x)
+    return _implementation(x).gelu_forward(x)
+
+
+def gelu_backward(dy, x):
+    """dx = dy * gelu'(x), gelu'(x) = Phi(x) + x * phi(x)."""
+    x = _float_array("x", x)
+    dy = _like("dy", dy, x.shape, x.dtype)
+    return _implementation(x).gelu_backward(dy, x)
+
+
+def quick_gelu_forward(x):
+    """quick_gelu(x) = x * sigmoid(1.702 x), elementwise, any shape (CLIP's original activation)."""
+    x = _float_array("x", x)
+    return _implementation(x).quick_gelu_forward(x)
+
+
+def quick_gelu_backward(dy, x):
+    """dx = dy * (s + 1.702 x s (1 - s)), s = sigmoid(1.702 x)."""
+    x = _float_array("x", x)
+    dy = _like("dy", dy, x.shape, x.dtype)
+    return _implementation(x).quick_gelu_backward(dy, x)

@@ -1,0 +1,94 @@
+"""Benchmarks: `python -m miniclip.bench kernels` times every kernel implementation side by side.
+
+    python -m miniclip.bench kernels                       # every family, torch too when installed
+    python -m miniclip.bench kernels --family attention --repeat 20
+    python -m miniclip.bench kernels --json results.jsonl
+
+Each kernel family has a `bench.py` whose `benchmarks(torch)` yields
+`(case, {implementation: zero-argument callable}, (unit, work))`, where unit is "GB/s" (work in
+bytes moved) or "GFLOP/s" (work in floating-point operations). This module only times them:
+warm-up calls first (Numba compiles on the first call), then the median of repeated calls.
+Timings on a shared 2-core machine are noisy: read the ratios measured in one run, not the
+absolute times, and never turn them into test assertions.
+"""
+import argparse
+import importlib
+import json
+import statistics
+import time
+
+FAMILIES = ("softmax_xent", "layer_norm", "attention", "conv2d", "adamw")
+
+
+def median_seconds(fn, repeat, warmup, min_seconds=0.2):
+    """Median wall time of fn() over at least `repeat` calls (and at least `min_seconds`)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    started = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - started < min_seconds and len(times) < 10 * repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def import_torch():
+    """torch with 2 threads, or None when it is not installed (it is only ever an oracle)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(2)
+    return torch
+
+
+def run_kernels(families, repeat, warmup, use_torch=True):
+    """Time every implementation of every case; return a list of result dicts."""
+    torch = import_torch() if use_torch else None
+    results = []
+    for family in families:
+        cases = importlib.import_module(f"miniclip.kernels.{family}.bench").benchmarks(torch)
+        for case, implementations, (unit, work) in cases:
+            seconds = {name: median_seconds(fn, repeat, warmup) for name, fn in implementations.items()}
+            results.append(dict(family=family, case=case, unit=unit, work=work, seconds=seconds))
+    return results
+
+
+def print_table(results):
+    header = f"{'family':13} {'case':34} {'implementation':15} {'median ms':>10} {'rate':>14} {'vs reference':>12} {'vs torch':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        reference = r["seconds"].get("reference")
+        torch_time = r["seconds"].get("torch")
+        for name, s in r["seconds"].items():
+            rate = f"{r['work'] / s / 1e9:8.1f} {r['unit']}"
+            vs_ref = f"{reference / s:11.2f}x" if reference else ""
+            vs_torch = f"{torch_time / s:8.2f}x" if torch_time and name != "torch" else ""
+            print(f"{r['family']:13} {r['case']:34} {name:15} {s * 1e3:10.3f} {rate:>14} {vs_ref:>12} {vs_torch:>9}")
+    print("\n'vs reference' and 'vs torch' are speed-ups: above 1x means this implementation is faster.")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m miniclip.bench", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    kernels = commands.add_parser("kernels", help="time every kernel implementation")
+    kernels.add_argument("--family", action="append", choices=FAMILIES,
+                         help="only this kernel family (repeatable); default: all")
+    kernels.add_argument("--repeat", type=int, default=7, help="timed calls per implementation (median)")
+    kernels.add_argument("--warmup", type=int, default=2, help="untimed calls first (Numba compiles)")
+    kernels.add_argument("--no-torch", action="store_true", help="skip torch even when it is installed")
+    kernels.add_argument("--json", metavar="FILE", help="also write one JSON line per case to FILE")
+    args = parser.parse_args(argv)
+
+    results = run_kernels(args.family or FAMILIES, args.repeat, args.warmup, not args.no_torch)
+    print_table(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            for r in results:
+                f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()

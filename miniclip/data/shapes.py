@@ -1,0 +1,298 @@
+"""The built-in dataset: coloured shapes with captions, generated on the fly (nothing to download).
+
+What: each sample is one or two shapes (circle, square, triangle, diamond, cross, star) in one of
+six colours and two sizes on a dark background, with a caption that says what is where:
+"a photo of a small red circle to the left of a big blue box." A sample is a pure function of
+(seed, split, index): its random numbers come from `np.random.default_rng((seed, split, index))`,
+so every machine, process and loader worker makes the same pixels and caption for it.
+
+Why: CLIP needs image-text pairs; these come in any number, at any size, far faster than a
+training step uses them, and they probe what contrastive models are known to get wrong —
+composition (which colour belongs to which shape) and spatial relations:
+- the six colour-shape pairs in HELD_OUT never appear in the "train" and "val" splits, and every
+  "heldout" image contains one, so zero-shot accuracy on "val" vs "heldout" tells whether the model
+  composes "red" and "star" or only memorised the pairs it saw;
+- `hard_negatives(scene)` gives the caption with the two colours swapped, the two shapes swapped or
+  the relation reversed: a model that treats a caption as a bag of words cannot tell those from
+  the true caption.
+
+How: each shape is a signed distance function (SDF) d(x, y) in pixels, negative inside. A convex
+polygon's SDF is the max over its edges of the distance to the edge's line; a union of parts (the
+cross, the six-pointed star) is the min of their SDFs. The coverage clip(0.5 - d, 0, 1) is about the
+fraction of a pixel inside the edge, which anti-aliases the edges for free.
+
+Checked by tests/data/test_shapes.py: determinism across processes; the colours, sizes and
+relation named in a caption are found in the pixels; each shape matches an independent
+point-in-polygon rasterisation; held-out pairs never appear in "train"; hard negatives differ from
+the positive caption only in the intended words.
+"""
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+# No colour, size or shape word starts with a vowel, so "a" is always the right article.
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (50, 90, 230),
+    "yellow": (230, 210, 40),
+    "purple": (140, 60, 200),
+    "pink": (235, 125, 185),
+}
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star")
+SHAPE_WORDS = {
+    "circle": ("circle", "disc"),
+    "square": ("square", "box"),
+    "triangle": ("triangle",),
+    "diamond": ("diamond", "rhombus"),
+    "cross": ("cross", "plus sign"),
+    "star": ("star",),
+}
+# The radius of the disc a shape fits in, as a fraction of the image size.
+SIZES = {"small": (0.10, 0.13), "big": (0.17, 0.21)}
+SIZE_WORDS = {"small": ("small", "little"), "big": ("big", "large")}
+# The relation says where objects[0] (the caption's subject) is relative to objects[1].
+# The phrasings of opposite relations are parallel lists, so a reversed relation keeps its wording.
+RELATIONS = {
+    "left": ("to the left of", "left of"),
+    "right": ("to the right of", "right of"),
+    "above": ("above", "over"),
+    "below": ("below", "under"),
+}
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+TEMPLATES = ("{}.", "a photo of {}.", "an image showing {}.", "a picture of {}.",
+             "a drawing of {}.", "there is {}.")
+
+# One pair per colour and per shape, so every colour and every shape is still seen in training.
+HELD_OUT = (("red", "star"), ("green", "circle"), ("blue", "triangle"),
+            ("yellow", "square"), ("purple", "cross"), ("pink", "diamond"))
+ALL_PAIRS = tuple((color, shape) for color in COLORS for shape in SHAPES)
+SEEN_PAIRS = tuple(pair for pair in ALL_PAIRS if pair not in HELD_OUT)
+SPLITS = ("train", "val", "heldout")  # "val": new images of seen pairs; "heldout": unseen pairs
+TASKS = ("caption", "shape", "color", "color_shape")
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    shape: str
+    color: str
+    size: str                    # "small" or "big"
+    x: float                     # centre, in pixels from the left edge
+    y: float                     # centre, in pixels from the top edge
+    radius: float                # the shape fits in the disc of this radius
+    rgb: tuple                   # the colour actually drawn: COLORS[color] plus a little jitter
+    shape_word: str              # the caption's word for the shape ("box" for a square, ...)
+    size_word: str               # the caption's word for the size, "" when it leaves it out
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple               # one or two ShapeObjects, the caption's subject first
+    relation: str | None         # where objects[0] is relative to objects[1]; None for one object
+    relation_word: int           # which phrasing of the relation the caption uses
+    template: str
+    background: tuple
+
+
+def _triangle(x, y, r, pointing_up=True):
+    """Equilateral triangle with circumradius r: the max over its three edges of the distance
+    n·p - r/2 to the edge's line (unit outward normal n; the inscribed circle has radius r/2)."""
+    sign = 1.0 if pointing_up else -1.0   # image y grows downwards
+    bottom = sign * y
+    upper_left = -0.866025 * x - 0.5 * sign * y
+    upper_right = 0.866025 * x - 0.5 * sign * y
+    return np.maximum(np.maximum(bottom, upper_left), upper_right) - 0.5 * r
+
+
+def shape_sdf(shape, x, y, r):
+    """Signed distance (pixels) from points (x, y), relative to the centre, to a shape of radius r."""
+    if shape == "circle":
+        return np.hypot(x, y) - 0.9 * r
+    if shape == "square":
+        return np.maximum(np.abs(x), np.abs(y)) - 0.7 * r
+    if shape == "triangle":
+        return _triangle(x, y, 0.95 * r)
+    if shape == "diamond":
+        # The rhombus |x|/a + |y|/b <= 1, taller than wide so that it is not just a turned square;
+        # (b|x| + a|y| - ab) / hypot(a, b) is the distance to its edge line.
+        a, b = 0.6 * r, 0.95 * r
+        return (b * np.abs(x) + a * np.abs(y) - a * b) / np.hypot(a, b)
+    if shape == "cross":
+        # The union (min) of a horizontal and a vertical bar, each a rectangle (max of two slabs).
+        long_x, long_y = np.abs(x) - 0.9 * r, np.abs(y) - 0.9 * r
+        thin_x, thin_y = np.abs(x) - 0.3 * r, np.abs(y) - 0.3 * r
+        return np.minimum(np.maximum(long_x, thin_y), np.maximum(thin_x, long_y))
+    if shape == "star":
+        # Six points: the union of a triangle pointing up and one pointing down.
+        return np.minimum(_triangle(x, y, 0.95 * r), _triangle(x, y, 0.95 * r, pointing_up=False))
+    raise ValueError(f"unknown shape {shape!r}; the shapes are {SHAPES}")
+
+
+def render(scene, image_size):
+    """Draw a scene: uint8 (image_size, image_size, 3)."""
+    image = np.empty((image_size, image_size, 3), np.float32)
+    image[:] = scene.background
+    for obj in scene.objects:
+        # Only the pixels of the square around the object's disc can be covered.
+        top, left = max(int(obj.y - obj.radius) - 1, 0), max(int(obj.x - obj.radius) - 1, 0)
+        bottom = min(int(obj.y + obj.radius) + 2, image_size)
+        right = min(int(obj.x + obj.radius) + 2, image_size)
+        ys = np.arange(top, bottom, dtype=np.float32)[:, None] + 0.5 - obj.y   # (h, 1) pixel centres
+        xs = np.arange(left, right, dtype=np.float32)[None, :] + 0.5 - obj.x   # (1, w)
+        cover = np.clip(0.5 - shape_sdf(obj.shape, xs, ys, obj.radius), 0.0, 1.0)[..., None]  # (h, w, 1)
+        patch = image[top:bottom, left:right]
+        patch += cover * (np.asarray(obj.rgb, np.float32) - patch)
+    return (image + 0.5).astype(np.uint8)
+
+
+def _place_pair(rng, size, r_first, r_second):
+    """Centres (along, across) of two discs, the first before the second along an axis.
+
+    They are at least `gap` apart along the axis and no further apart across it than along it,
+    so that the relation along the axis is the one a viewer sees.
+    """
+    margin, gap = 0.02 * size, 0.04 * size
+    a1 = rng.uniform(r_first + margin, size - margin - 2 * r_second - gap - r_first)
+    a2 = rng.uniform(a1 + r_first + gap + r_second, size - margin - r_second)
+    c1 = rng.uniform(r_first + margin, size - margin - r_first)
+    along = a2 - a1
+    c2 = rng.uniform(max(r_second + margin, c1 - along), min(size - margin - r_second, c1 + along))
+    return (a1, c1), (a2, c2)
+
+
+def make_scene(seed, split, index, image_size, max_objects=2):
+    """The scene of sample `index` of a split: a pure function of its arguments."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; the splits are {SPLITS}")
+    rng = np.random.default_rng((seed, SPLITS.index(split), index))
+    count = 1 if max_objects == 1 else int(rng.integers(1, 3))
+
+    first_choices = HELD_OUT if split == "heldout" else SEEN_PAIRS
+    pairs = [first_choices[rng.integers(len(first_choices))]]
+    if count == 2:
+        # Different colours, so that swapping them always changes the caption.
+        second_choices = ALL_PAIRS if split == "heldout" else SEEN_PAIRS
+        second_choices = [p for p in second_choices if p[0] != pairs[0][0]]
+        pairs.append(second_choices[rng.integers(len(second_choices))])
+        if rng.random() < 0.5:
+            pairs.reverse()   # so that a held-out pair is as often the subject as the object
+    sizes = [("small", "big")[rng.integers(2)] for _ in pairs]
+    radii = [image_size * rng.uniform(*SIZES[s]) for s in sizes]
+
+    if count == 1:
+        relation = None
+        centres = [tuple(rng.uniform(radii[0] + 1, image_size - radii[0] - 1, size=2))]
+    else:
+        relation = tuple(RELATIONS)[rng.integers(4)]
+        subject_first = relation in ("left", "above")
+        r_first, r_second = radii if subject_first else radii[::-1]
+        first, second = _place_pair(rng, image_size, r_first, r_second)
+        along_then_across = [first, second] if subject_first else [second, first]
+        horizontal = relation in ("left", "right")
+        centres = [c if horizontal else c[::-1] for c in along_then_across]   # as (x, y)
+
+    objects = []
+    for (color, shape), size, radius, (x, y) in zip(pairs, sizes, radii, centres):
+        # Every palette value is at least 12 from 0 and 255, so the jittered colour stays in range.
+        rgb = tuple(c + int(j) for c, j in zip(COLORS[color], rng.integers(-12, 13, 3)))
+        shape_word = SHAPE_WORDS[shape][rng.integers(len(SHAPE_WORDS[shape]))]
+        size_word = SIZE_WORDS[size][rng.integers(2)] if rng.random() < 0.5 else ""
+        objects.append(ShapeObject(shape, color, size, float(x), float(y), float(radius), rgb,
+                                   shape_word, size_word))
+    return Scene(objects=tuple(objects), relation=relation, relation_word=int(rng.integers(2)),
+                 template=TEMPLATES[rng.integers(len(TEMPLATES))],
+                 background=(int(rng.integers(10, 60)),) * 3)
+
+
+def caption(scene):
+    """The scene's caption, e.g. "a photo of a small red circle to the left of a big blue box."."""
+    phrases = [" ".join(w for w in ("a", o.size_word, o.color, o.shape_word) if w) for o in scene.objects]
+    if scene.relation is not None:
+        phrases.insert(1, RELATIONS[scene.relation][scene.relation_word])
+    return scene.template.format(" ".join(phrases))
+
+
+def hard_negatives(scene):
+    """Captions that are false for the scene but use the same words: {kind: caption}.
+
+    Kinds (two-object scenes only; {} for one object): "swap_colors", "swap_shapes" (when the
+    shapes differ) and "reverse_relation".
+    """
+    if len(scene.objects) < 2:
+        return {}
+    a, b = scene.objects
+    negatives = {
+        "swap_colors": caption(replace(scene, objects=(replace(a, color=b.color), replace(b, color=a.color)))),
+        "reverse_relation": caption(replace(scene, relation=OPPOSITE[scene.relation])),
+    }
+    if a.shape != b.shape:
+        swapped = (replace(a, shape=b.shape, shape_word=b.shape_word),
+                   replace(b, shape=a.shape, shape_word=a.shape_word))
+        negatives["swap_shapes"] = caption(replace(scene, objects=swapped))
+    return negatives
+
+
+def zeroshot_classes(task):
+    """(classnames, prompts) for zero-shot classification of one-object images.
+
+    task "shape", "color" or "color_shape". prompts[k] lists the texts whose mean embedding is
+    class k's classifier: every template, and for "shape" ("color") every colour (shape), so the
+    prompts read like the training captions.
+    """
+    if task == "color_shape":
+        classes = [f"{color} {shape}" for color, shape in ALL_PAIRS]
+        prompts = [[t.format(f"a {name}") for t in TEMPLATES] for name in classes]
+    elif task == "shape":
+        classes = list(SHAPES)
+        prompts = [[t.format(f"a {c} {s}") for c in COLORS for t in TEMPLATES] for s in SHAPES]
+    elif task == "color":
+        classes = list(COLORS)
+        prompts = [[t.format(f"a {c} {s}") for s in SHAPES for t in TEMPLATES] for c in COLORS]
+    else:
+        raise ValueError(f"unknown zero-shot task {task!r}; the tasks are 'shape', 'color', 'color_shape'")
+    return classes, prompts
+
+
+class ShapesDataset:
+    """`num_samples` generated samples of one split: dataset[i] = (uint8 (S, S, 3) image, target).
+
+    target="caption" gives the caption (for training and retrieval); "shape", "color" and
+    "color_shape" give the class index for zero-shot classification (these need max_objects=1),
+    with `classnames` and `class_prompts()` to build the classifier.
+    """
+
+    def __init__(self, num_samples, image_size=64, split="train", seed=0, max_objects=2, target="caption"):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; the splits are {SPLITS}")
+        if target not in TASKS:
+            raise ValueError(f"unknown target {target!r}; the targets are {TASKS}")
+        if target != "caption" and max_objects != 1:
+            raise ValueError(f"target={target!r} classifies one object per image: pass max_objects=1")
+        if max_objects not in (1, 2):
+            raise ValueError(f"max_objects must be 1 or 2, got {max_objects}")
+        self.num_samples, self.image_size, self.split = num_samples, image_size, split
+        self.seed, self.max_objects, self.target = seed, max_objects, target
+        self.classnames = zeroshot_classes(target)[0] if target != "caption" else None
+
+    def __len__(self):
+        return self.num_samples
+
+    def describe(self, index):
+        return f"shapes sample {index} (seed={self.seed}, split={self.split!r})"
+
+    def scene(self, index):
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        return make_scene(self.seed, self.split, index, self.image_size, self.max_objects)
+
+    def __getitem__(self, index):
+        scene = self.scene(index)
+        image = render(scene, self.image_size)
+        if self.target == "caption":
+            return image, caption(scene)
+        obj = scene.objects[0]
+        name = {"shape": obj.shape, "color": obj.color, "color_shape": f"{obj.color} {obj.shape}"}
+        return image, self.classnames.index(name[self.target])
+
+    def class_prompts(self):
+        return zeroshot_classes(self.target)[1]

@@ -1,0 +1,213 @@
+"""The built-in shapes dataset: deterministic, captions true to the pixels, splits, hard negatives.
+
+The caption checks read the caption's words without looking at the scene, then find what they
+name in the pixels: the named colour at the object's centre, the object's outline against an
+independent point-in-polygon rasterisation (matplotlib.path), the named relation between the
+centroids of the two colours.
+"""
+import hashlib
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.path import Path
+
+from miniclip.data import shapes
+from miniclip.data.shapes import (COLORS, HELD_OUT, RELATIONS, SEEN_PAIRS, SHAPE_WORDS, SIZE_WORDS, SIZES,
+                                  ShapesDataset, caption, hard_negatives, make_scene, render)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PALETTE = np.array(list(COLORS.values()), np.float64)   # (6, 3)
+COLOR_NAMES = list(COLORS)
+
+
+def parse(text):
+    """[(size or None, color, shape), ...] and the relation, read from the caption's words alone."""
+    text = text.rstrip(".")
+    relation, halves = None, [text]
+    for name, phrases in RELATIONS.items():
+        for phrase in sorted(phrases, key=len, reverse=True):   # "to the left of" before "left of"
+            if f" {phrase} a " in text:
+                assert relation is None, f"two relations in {text!r}"
+                relation = name
+                halves = text.split(f" {phrase} a ")
+                break
+    objects = []
+    for half in halves:
+        words = half.split()
+        colors = [w for w in words if w in COLORS]
+        sizes = [size for size, names in SIZE_WORDS.items() for w in words if w in names]
+        found = [shape for shape, names in SHAPE_WORDS.items() for n in names if f" {n}" in f" {half}"]
+        assert len(colors) == 1 and len(found) == 1 and len(sizes) <= 1, f"cannot parse {half!r} of {text!r}"
+        objects.append((sizes[0] if sizes else None, colors[0], found[0]))
+    return objects, relation
+
+
+def nearest_color(pixels):
+    """The palette name nearest each pixel, and its distance."""
+    distance = np.linalg.norm(pixels[..., None, :].astype(np.float64) - PALETTE, axis=-1)   # (..., 6)
+    return np.array(COLOR_NAMES)[distance.argmin(-1)], distance.min(-1)
+
+
+def polygon_mask(shape, x, y, r, size):
+    """Pixels whose centre is inside the shape, by matplotlib's point-in-polygon test."""
+    t = np.linspace(0, 2 * np.pi, 256, endpoint=False)
+    R = 0.95 * r   # the triangles' circumradius
+    up = [(0, -R), (0.866 * R, 0.5 * R), (-0.866 * R, 0.5 * R)]
+    a, b, w = 0.9 * r, 0.3 * r, 0.7 * r
+    polygons = {
+        "circle": [np.stack([0.9 * r * np.cos(t), 0.9 * r * np.sin(t)], 1)],
+        "square": [[(-w, -w), (w, -w), (w, w), (-w, w)]],
+        "triangle": [up],
+        "diamond": [[(0, -0.95 * r), (0.6 * r, 0), (0, 0.95 * r), (-0.6 * r, 0)]],
+        "cross": [[(-a, -b), (a, -b), (a, b), (-a, b)], [(-b, -a), (b, -a), (b, a), (-b, a)]],
+        "star": [up, [(px, -py) for px, py in up]],
+    }[shape]
+    centres = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), -1).reshape(-1, 2)
+    inside = np.zeros(len(centres), bool)
+    for polygon in polygons:
+        inside |= Path(np.asarray(polygon) + (x, y)).contains_points(centres)
+    return inside.reshape(size, size)
+
+
+def sample_hash(seed, split, index, size):
+    scene = make_scene(seed, split, index, size)
+    return hashlib.sha256(render(scene, size).tobytes() + caption(scene).encode()).hexdigest()
+
+
+def test_same_seed_and_index_same_sample_in_another_process():
+    here = [sample_hash(3, "train", i, 32) for i in (0, 1, 999_999)]
+    code = ("from tests.data.test_shapes import sample_hash;"
+            "print(' '.join(sample_hash(3, 'train', i, 32) for i in (0, 1, 999_999)))")
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=ROOT).stdout.split()
+    assert here == there
+    assert len(set(here)) == 3, "different indices gave the same sample"
+    assert sample_hash(4, "train", 0, 32) != here[0], "the seed does not change the sample"
+    assert sample_hash(3, "val", 0, 32) != here[0], "the split does not change the sample"
+
+
+def test_dataset_item_is_uint8_image_and_caption():
+    dataset = ShapesDataset(10, image_size=32, seed=1)
+    image, text = dataset[4]
+    assert image.dtype == np.uint8 and image.shape == (32, 32, 3)
+    np.testing.assert_array_equal(image, dataset[4][0])
+    assert text == caption(dataset.scene(4))
+    with pytest.raises(IndexError):
+        dataset[10]
+
+
+@pytest.mark.parametrize("size", [64, 32])
+def test_captions_match_the_pixels(size):
+    for index in range(150):
+        scene = make_scene(0, "train", index, size)
+        image = render(scene, size)
+        text = caption(scene)
+        named, relation = parse(text)
+        assert len(named) == len(scene.objects), text
+        assert relation == scene.relation, text
+        names, distance = nearest_color(image)
+        centroids = []
+        for (size_word, color, shape), obj in zip(named, scene.objects):
+            assert (color, shape) == (obj.color, obj.shape), text
+            assert size_word in (None, obj.size), text
+            low, high = SIZES[obj.size]
+            assert low * size <= obj.radius <= high * size, (text, obj.radius)
+            # The named colour at the centre, and the outline where the caption says.
+            assert names[int(obj.y), int(obj.x)] == color, (text, image[int(obj.y), int(obj.x)])
+            disc = polygon_mask("circle", obj.x, obj.y, (obj.radius + 1.5) / 0.9, size)
+            bg, rgb = np.array(scene.background, float), np.array(obj.rgb, float)
+            coverage = (image - bg) @ (rgb - bg) / ((rgb - bg) @ (rgb - bg))   # 0 background .. 1 object
+            drawn = (coverage > 0.5) & disc
+            expected = polygon_mask(shape, obj.x, obj.y, obj.radius, size)
+            iou = (drawn & expected).sum() / (drawn | expected).sum()
+            assert iou > 0.9, f"{text!r}: the {color} {shape} differs from its polygon (IoU {iou:.2f})"
+            ys, xs = np.nonzero((names == color) & (distance < 40))
+            centroids.append((xs.mean() + 0.5, ys.mean() + 0.5))
+        if relation is not None:
+            (x0, y0), (x1, y1) = centroids
+            where = {"left": x0 < x1, "right": x0 > x1, "above": y0 < y1, "below": y0 > y1}
+            assert where[relation], f"{text!r} but the centroids are {centroids}"
+
+
+def test_both_sizes_relations_and_counts_occur():
+    scenes = [make_scene(0, "train", i, 64) for i in range(300)]
+    assert {len(s.objects) for s in scenes} == {1, 2}
+    assert {s.relation for s in scenes} == {None, "left", "right", "above", "below"}
+    assert {o.size for s in scenes for o in s.objects} == {"small", "big"}
+
+
+def test_palette_leaves_room_for_the_colour_jitter():
+    # The drawn colour is the palette colour +-12 per channel; it must stay in 0..255.
+    values = np.array(list(COLORS.values()))
+    assert values.min() >= 12 and values.max() <= 255 - 12
+
+
+def test_held_out_pairs_never_in_train_or_val_and_always_in_heldout():
+    for split in ("train", "val"):
+        pairs = {(o.color, o.shape) for i in range(1500) for o in make_scene(0, split, i, 32).objects}
+        assert not pairs & set(HELD_OUT), f"held-out pairs in {split}: {pairs & set(HELD_OUT)}"
+        assert pairs == set(SEEN_PAIRS), f"seen pairs missing from {split}: {set(SEEN_PAIRS) - pairs}"
+    for i in range(500):
+        scene = make_scene(0, "heldout", i, 32)
+        assert any((o.color, o.shape) in HELD_OUT for o in scene.objects), caption(scene)
+    # Every colour and every shape is still seen in training.
+    assert {c for c, _ in SEEN_PAIRS} == set(COLORS) and {s for _, s in SEEN_PAIRS} == set(shapes.SHAPES)
+
+
+def test_hard_negatives_change_exactly_the_intended_attribute():
+    kinds_seen = set()
+    for index in range(200):
+        scene = make_scene(2, "train", index, 32)
+        positive = caption(scene)
+        negatives = hard_negatives(scene)
+        if len(scene.objects) == 1:
+            assert negatives == {}
+            continue
+        (size_a, color_a, shape_a), (size_b, color_b, shape_b) = parse(positive)[0]
+        relation = parse(positive)[1]
+        for kind, negative in negatives.items():
+            kinds_seen.add(kind)
+            assert negative != positive
+            objects, negative_relation = parse(negative)
+            if kind == "swap_colors":
+                assert objects == [(size_a, color_b, shape_a), (size_b, color_a, shape_b)]
+            elif kind == "swap_shapes":
+                assert objects == [(size_a, color_a, shape_b), (size_b, color_b, shape_a)]
+            else:
+                assert kind == "reverse_relation"
+                assert objects == parse(positive)[0]
+                assert negative_relation == shapes.OPPOSITE[relation]
+            if kind == "reverse_relation":
+                old = RELATIONS[relation][scene.relation_word]
+                new = RELATIONS[negative_relation][scene.relation_word]
+                assert positive.replace(f" {old} ", f" {new} ") == negative
+            else:   # the same words, only two of them trade places
+                assert sorted(negative.rstrip(".").split()) == sorted(positive.rstrip(".").split())
+                assert negative_relation == relation
+        assert ("swap_shapes" in negatives) == (shape_a != shape_b)
+    assert kinds_seen == {"swap_colors", "swap_shapes", "reverse_relation"}
+
+
+@pytest.mark.parametrize("task", ["shape", "color", "color_shape"])
+def test_zero_shot_labels_and_prompts(task):
+    dataset = ShapesDataset(40, image_size=32, split="heldout", max_objects=1, target=task)
+    assert len(dataset.classnames) == {"shape": 6, "color": 6, "color_shape": 36}[task]
+    prompts = dataset.class_prompts()
+    assert len(prompts) == len(dataset.classnames)
+    for name, texts in zip(dataset.classnames, prompts):
+        assert len(texts) > 1 and all(word in text for text in texts for word in name.split())
+    for i in range(len(dataset)):
+        obj = dataset.scene(i).objects[0]
+        label = dataset[i][1]
+        expected = {"shape": obj.shape, "color": obj.color, "color_shape": f"{obj.color} {obj.shape}"}[task]
+        assert dataset.classnames[label] == expected
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="max_objects=1"):
+        ShapesDataset(10, target="shape")
+    with pytest.raises(ValueError, match="splits are"):
+        ShapesDataset(10, split="test")

@@ -1,0 +1,341 @@
+"""miniclip.kernels.attention: every implementation against reference.py, the reference against oracles.
+
+- One test body runs each implementation (numba_cpu, each numba_cuda version) on the same cases
+  and compares o, lse, dq, dk, dv with the reference computed in float64 on the same inputs.
+  CPU cases have irregular lengths (T = 1, 7, 13, 65, 77; Tq != Tk), d = 32 and 64, causal and
+  additive masks, a mask that leaves one key per row. CUDA versions run in Numba's simulator on
+  tiny cases (v2 with 3 x 2 tiles: a few blocks of 6 threads), and on the CPU cases on a real
+  GPU (marker gpu).
+- The reference's backward is checked against central finite differences (float64), and its
+  forward and backward against torch's scaled_dot_product_attention (marker oracle).
+"""
+import functools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import miniclip.kernels
+from miniclip.backend import to_numpy
+from miniclip.kernels import attention
+from miniclip.kernels.attention import numba_cpu, numba_cuda, reference
+from tests.tolerances import GRADCHECK, KERNEL_FLOAT32, TORCH_FLOAT64
+
+# A float64 kernel and the float64 reference differ only by summation order.
+TOLERANCE = {np.float32: KERNEL_FLOAT32, np.float64: TORCH_FLOAT64}
+
+# (B, H, Tq, Tk, d, is_causal, mask kind)
+CPU_CASES = [
+    (2, 3, 7, 7, 32, True, None),
+    (1, 2, 13, 13, 64, False, None),
+    (2, 2, 65, 65, 64, False, None),
+    (1, 2, 77, 77, 32, True, None),
+    (2, 1, 77, 77, 64, False, "padding"),
+    (1, 1, 1, 1, 32, False, None),
+    (1, 2, 1, 13, 32, False, None),
+    (2, 2, 13, 77, 32, False, "float"),
+    (1, 2, 77, 13, 32, True, None),
+    (1, 2, 65, 70, 32, False, "one_key"),
+]
+SIMULATOR_CASES = [
+    (1, 2, 5, 7, 4, False, None),
+    (2, 1, 1, 1, 8, False, None),
+    (1, 1, 6, 6, 4, True, None),
+    (1, 1, 6, 5, 8, True, None),
+    (1, 1, 5, 6, 4, False, "one_key"),
+    (2, 1, 3, 5, 4, False, "padding"),
+]
+
+CPU_IMPLEMENTATIONS = {
+    "reference": (reference.attention_forward, reference.attention_backward),   # its float32 path
+    "numba_cpu": (numba_cpu.attention_forward, numba_cpu.attention_backward),
+    # small key tiles: several tiles even at T = 13, so the rescaling by alpha is exercised
+    "numba_cpu[Bc=8]": (functools.partial(numba_cpu.attention_forward, Bc=8),
+                        functools.partial(numba_cpu.attention_backward, Bc=8)),
+}
+CUDA_IMPLEMENTATIONS = {   # tiny tiles in the simulator: a few blocks of 6 threads
+    "cuda_v1": numba_cuda.VERSIONS[1],
+    "cuda_v2[Br=3,Bc=2]": (functools.partial(numba_cuda.attention_forward_v2, Br=3, Bc=2),
+                           functools.partial(numba_cuda.attention_backward_v2, Br=3, Bc=2)),
+}
+GPU_IMPLEMENTATIONS = {"cuda_v1": numba_cuda.VERSIONS[1], "cuda_v2": numba_cuda.VERSIONS[2]}
+
+
+def make_inputs(case, dtype, seed=0):
+    """q, k, v, mask (or None) and an upstream gradient do for one case, as NumPy arrays."""
+    B, H, Tq, Tk, d, is_causal, mask_kind = case
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((B, H, Tq, d))
+    k = rng.standard_normal((B, H, Tk, d))
+    v = rng.standard_normal((B, H, Tk, d))
+    do = rng.standard_normal((B, H, Tq, d))
+    mask = None
+    if mask_kind == "float":                      # (Tq, Tk), broadcast over batch and heads
+        mask = rng.standard_normal((Tq, Tk))
+    elif mask_kind == "padding":                  # (B, 1, 1, Tk): batch entry b hides its last 2b keys
+        mask = np.zeros((B, 1, 1, Tk))
+        for b in range(B):
+            mask[b, ..., Tk - 2 * b:] = -np.inf
+    elif mask_kind == "one_key":                  # (B, H, Tq, Tk): each row keeps exactly one key, near the end,
+        mask = np.full((B, H, Tq, Tk), -np.inf)   # every other row with a bias of -1e4 (its scores far below 0)
+        for i in range(Tq):
+            mask[..., i, Tk - 1 - i % 3] = -1e4 * (i % 2)
+    cast = (lambda a: None if a is None else a.astype(dtype))
+    return cast(q), cast(k), cast(v), cast(mask), cast(do)
+
+
+def assert_close(name, got, expected, rtol, atol):
+    """assert_allclose, plus the worst element's index and values, for a readable failure."""
+    got = to_numpy(got)
+    excess = np.abs(got.astype(np.float64) - expected) - (atol + rtol * np.abs(expected))
+    worst = np.unravel_index(np.argmax(np.nan_to_num(excess, nan=np.inf)), excess.shape)
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol,
+                               err_msg=f"{name}: worst at index {worst}: expected {expected[worst]!r}, "
+                                       f"got {got[worst]!r}")
+
+
+def check_against_reference(forward, backward, case, dtype, xp):
+    q, k, v, mask, do = make_inputs(case, dtype)
+    is_causal = case[5]
+    scale = 1 / np.sqrt(case[4])
+    as64 = [None if a is None else a.astype(np.float64) for a in (q, k, v, mask, do)]
+    o_ref, lse_ref = reference.attention_forward(*as64[:3], scale, is_causal=is_causal, mask=as64[3])
+    grads_ref = reference.attention_backward(*as64[:3], o_ref, lse_ref, as64[4], scale,
+                                             is_causal=is_causal, mask=as64[3])
+
+    dev = (lambda a: None if a is None else xp.asarray(a))
+    o, lse = forward(dev(q), dev(k), dev(v), scale, is_causal=is_causal, mask=dev(mask))
+    grads = backward(dev(q), dev(k), dev(v), o, lse, dev(do), scale, is_causal=is_causal, mask=dev(mask))
+
+    # Gradients are sums of terms of the size of the largest outputs, and keep those terms'
+    # rounding error even where they cancel to 0 (dS = P (dP - D) is exactly 0 for a row that
+    # sees one key): the absolute tolerance scales with the largest expected value.
+    rtol = TOLERANCE[dtype]["rtol"]
+    atol = TOLERANCE[dtype]["atol"] * max(1.0, *(np.abs(x).max() for x in (o_ref, *grads_ref)))
+    for name, got, expected in zip(("o", "lse", "dq", "dk", "dv"), (o, lse, *grads), (o_ref, lse_ref, *grads_ref)):
+        assert got.dtype == dtype, f"{name} has dtype {got.dtype}, expected {np.dtype(dtype)}"
+        assert got.shape == expected.shape, f"{name} has shape {got.shape}, expected {expected.shape}"
+        assert_close(f"{name} for case {case}, {np.dtype(dtype)}", got, expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CPU_CASES, ids=str)
+@pytest.mark.parametrize("implementation", CPU_IMPLEMENTATIONS)
+def test_cpu_implementation_matches_reference(implementation, case, dtype):
+    check_against_reference(*CPU_IMPLEMENTATIONS[implementation], case, dtype, np)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", SIMULATOR_CASES, ids=str)
+@pytest.mark.parametrize("implementation", CUDA_IMPLEMENTATIONS)
+def test_cuda_version_matches_reference(implementation, case, dtype, cuda_xp):
+    check_against_reference(*CUDA_IMPLEMENTATIONS[implementation], case, dtype, cuda_xp)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CPU_CASES, ids=str)
+@pytest.mark.parametrize("implementation", GPU_IMPLEMENTATIONS)
+def test_cuda_version_matches_reference_at_full_size(implementation, case, dtype, cuda_xp):
+    check_against_reference(*GPU_IMPLEMENTATIONS[implementation], case, dtype, cuda_xp)
+
+
+def test_large_scores_do_not_overflow():
+    """Scores near 1e3: exp would overflow without subtracting the running max (float64, so the
+    inputs' own rounding does not dominate)."""
+    q, k, v, _, do = make_inputs((2, 2, 13, 70, 32, False, None), np.float64)
+    for name in ("numba_cpu", "numba_cpu[Bc=8]"):
+        o, lse = CPU_IMPLEMENTATIONS[name][0](q * 30, k * 30, v, 1.0)
+        o_ref, lse_ref = reference.attention_forward(q * 30, k * 30, v, 1.0)
+        assert np.isfinite(o).all() and lse_ref.max() > 500
+        assert_close("o", o, o_ref, **TORCH_FLOAT64)
+        assert_close("lse", lse, lse_ref, **TORCH_FLOAT64)
+
+
+@pytest.mark.parametrize("implementation", [*CPU_IMPLEMENTATIONS, *CUDA_IMPLEMENTATIONS])
+def test_non_contiguous_inputs(implementation, cuda_xp):
+    """q, k, v as transposed views of (B, T, H, d) arrays, as a model's reshape produces them."""
+    forward, backward = {**CPU_IMPLEMENTATIONS, **CUDA_IMPLEMENTATIONS}[implementation]
+    xp = cuda_xp if implementation in CUDA_IMPLEMENTATIONS else np
+    rng = np.random.default_rng(1)
+    arrays = [rng.standard_normal((2, 5, 3, 4)) for _ in range(4)]             # (B, T, H, d)
+    q, k, v, do = (xp.asarray(a).swapaxes(1, 2) for a in arrays)                # (B, H, T, d) views
+    assert not q.flags.c_contiguous
+    o, lse = forward(q, k, v, 0.5, is_causal=True)
+    grads = backward(q, k, v, o, lse, do, 0.5, is_causal=True)
+    q, k, v, do = (np.ascontiguousarray(a.swapaxes(1, 2)) for a in arrays)
+    o_ref, lse_ref = reference.attention_forward(q, k, v, 0.5, is_causal=True)
+    grads_ref = reference.attention_backward(q, k, v, o_ref, lse_ref, do, 0.5, is_causal=True)
+    for name, got, expected in zip(("o", "dq", "dk", "dv"), (o, *grads), (o_ref, *grads_ref)):
+        assert_close(name, got, expected, **TORCH_FLOAT64)
+
+
+# --- the reference against independent oracles ----------------------------------------------
+
+def numerical_vjp(f, x, g, eps):
+    """sum(g * f(x)) differentiated by central differences, one element of x at a time."""
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        saved = x[index]
+        x[index] = saved + eps
+        plus = np.sum(g * f(x))
+        x[index] = saved - eps
+        minus = np.sum(g * f(x))
+        x[index] = saved
+        grad[index] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("is_causal, mask_kind", [(False, None), (True, None), (False, "float"), (False, "one_key")])
+def test_reference_backward_matches_finite_differences(is_causal, mask_kind):
+    q, k, v, mask, do = make_inputs((1, 2, 3, 5, 4, is_causal, mask_kind), np.float64, seed=2)
+    scale = 0.7
+    o, lse = reference.attention_forward(q, k, v, scale, is_causal=is_causal, mask=mask)
+    dq, dk, dv = reference.attention_backward(q, k, v, o, lse, do, scale, is_causal=is_causal, mask=mask)
+
+    def output(q_, k_, v_):
+        return reference.attention_forward(q_, k_, v_, scale, is_causal=is_causal, mask=mask)[0]
+    numeric = (numerical_vjp(lambda x: output(x, k, v), q.copy(), do, GRADCHECK["eps"]),
+               numerical_vjp(lambda x: output(q, x, v), k.copy(), do, GRADCHECK["eps"]),
+               numerical_vjp(lambda x: output(q, k, x), v.copy(), do, GRADCHECK["eps"]))
+    for name, analytic, expected in zip(("dq", "dk", "dv"), (dq, dk, dv), numeric):
+        assert_close(name, analytic, expected, rtol=GRADCHECK["rtol"], atol=GRADCHECK["atol"])
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("case", [CPU_CASES[0], CPU_CASES[4], CPU_CASES[7], CPU_CASES[8], CPU_CASES[9]], ids=str)
+def test_reference_matches_torch(case, torch):
+    q, k, v, mask, do = make_inputs(case, np.float64)
+    is_causal = case[5]
+    scale = 0.3
+    o, lse = reference.attention_forward(q, k, v, scale, is_causal=is_causal, mask=mask)
+    dq, dk, dv = reference.attention_backward(q, k, v, o, lse, do, scale, is_causal=is_causal, mask=mask)
+
+    tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+    tmask = None if mask is None else torch.tensor(mask)
+    to = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tmask, is_causal=is_causal,
+                                                          scale=scale)
+    to.backward(torch.tensor(do))
+    scores = scale * tq.detach() @ tk.detach().transpose(-1, -2)
+    if is_causal:
+        scores = scores.masked_fill(torch.ones(case[2], case[3], dtype=torch.bool).triu(1), -torch.inf)
+    if tmask is not None:
+        scores = scores + tmask
+    tlse = torch.logsumexp(scores, dim=-1)
+    for name, got, expected in zip(("o", "lse", "dq", "dk", "dv"), (o, lse, dq, dk, dv),
+                                   (to, tlse, tq.grad, tk.grad, tv.grad)):
+        assert_close(name, got, expected.detach().numpy(), **TORCH_FLOAT64)
+
+
+# --- dispatch and input checks -----------------------------------------------------------------
+
+def test_dispatch_follows_the_kernel_mode(monkeypatch):
+    calls = []
+    for module in (reference, numba_cpu):
+        monkeypatch.setattr(module, "attention_forward",
+                            lambda *args, _name=module.__name__, **kwargs: calls.append(_name))
+    q = np.ones((1, 1, 2, 4))
+    attention.attention_forward(q, q, q, 1.0)
+    with miniclip.kernels.use("reference"):
+        attention.attention_forward(q, q, q, 1.0)
+    assert calls == [numba_cpu.__name__, reference.__name__]
+
+
+def good_inputs():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((2, 3, 5, 8)), rng.standard_normal((2, 3, 7, 8)), rng.standard_normal((2, 3, 7, 8))
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda q, k, v: (q[0], k, v, {}), ValueError, r"q must have shape \(B, H, T, d\)"),
+    (lambda q, k, v: (q.astype(np.float32), k, v, {}), TypeError, "share one dtype"),
+    (lambda q, k, v: (q.astype(np.int64), k.astype(np.int64), v.astype(np.int64), {}), TypeError, "q has dtype int64"),
+    (lambda q, k, v: (q, k[..., :4], v, {}), ValueError, "k has shape"),
+    (lambda q, k, v: (q, k, v[:, :, :6], {}), ValueError, "v has shape"),
+    (lambda q, k, v: (q, k, v, {"mask": np.zeros((5, 6))}), ValueError, "does not broadcast"),
+    (lambda q, k, v: (q, k, v, {"mask": np.ones((5, 7), dtype=bool)}), TypeError, "additive float mask"),
+    (lambda q, k, v: (q, k, v, {"mask": np.zeros((5, 7)), "is_causal": True}), ValueError, "not both"),
+])
+@pytest.mark.parametrize("implementation", ["dispatch", "numba_cuda"])
+def test_bad_inputs_raise_clear_errors(change, error, message, implementation):
+    forward = attention.attention_forward if implementation == "dispatch" else numba_cuda.attention_forward
+    q, k, v, kwargs = change(*good_inputs())
+    with pytest.raises(error, match=message):
+        forward(q, k, v, 0.5, **kwargs)
+
+
+def test_backward_checks_o_lse_and_do():
+    q, k, v = good_inputs()
+    o, lse = attention.attention_forward(q, k, v, 0.5)
+    with pytest.raises(ValueError, match=r"lse has shape \(2, 3\)"):
+        attention.attention_backward(q, k, v, o, lse[..., 0], o, 0.5)
+    with pytest.raises(TypeError, match="do has dtype float32"):
+        attention.attention_backward(q, k, v, o, lse, o.astype(np.float32), 0.5)
+
+
+def test_cuda_rejects_head_dims_above_the_shared_memory_limit():
+    q = np.zeros((1, 1, 2, 130))
+    with pytest.raises(ValueError, match="head dim d = 130"):
+        numba_cuda.attention_forward(q, q, q, 1.0)
+
+
+# --- the CUDA kernels compile for a real GPU -----------------------------------------------------
+
+COMPILE_FOR_SM90 = """
+import numpy as np
+from numba import boolean, cuda, typeof
+from miniclip.kernels.attention import numba_cuda
+from tests.kernels.test_attention import compile_to_ptx
+for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+    a4, a3, scalar = typeof(np.zeros((1,) * 4, dtype)), typeof(np.zeros((1,) * 3, dtype)), typeof(dtype.type(1))
+    forward = (a4, a4, a4, scalar, boolean, a4, a4, a3)
+    backward = (a4, a4, a4, a3, a3, a4, scalar, boolean, a4)
+    v1, v2 = numba_cuda._kernels(dtype, 64, 1, 1), numba_cuda._kernels(dtype, 64, *numba_cuda.default_tiles(dtype))
+    compile_to_ptx(dtype, {"forward_v1": (v1.forward_v1, forward), "rowsum_do_o": (v1.rowsum_do_o, (a4, a4, a3)),
+                           "backward_dkdv_v1": (v1.backward_dkdv_v1, backward + (a4, a4)),
+                           "backward_dq_v1": (v1.backward_dq_v1, backward + (a4,)),
+                           "forward_v2": (v2.forward_v2, forward),
+                           "backward_dkdv_v2": (v2.backward_dkdv_v2, backward + (a4, a4)),
+                           "backward_dq_v2": (v2.backward_dq_v2, backward + (a4,))})
+"""
+
+
+def compile_to_ptx(dtype, kernels):
+    """Compile each (kernel, signature) for sm_90 without a GPU; a float32 kernel must do no
+    float64 arithmetic (a stray Python float literal would make it, ~64x slower on most GPUs).
+    Called in the subprocess of run_compile_check, where numba.cuda is the real one."""
+    import types
+    import numba.cuda.dispatcher
+    from numba import cuda
+    # numba-cuda asks the current GPU for its compute capability when it compiles a device
+    # function, and there is none: answer for it.
+    numba.cuda.dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+    for name, (kernel, signature) in kernels.items():
+        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
+        float64_ops = [line for line in ptx.splitlines() if ".f64" in line and line.split()[0].startswith(
+            ("add", "sub", "mul", "fma", "div", "sqrt", "ex2", "lg2"))]
+        assert dtype == np.float64 or not float64_ops, f"{name} ({dtype}) does float64 arithmetic: {float64_ops[:3]}"
+
+
+def run_compile_check(script):
+    """Run `script` in a fresh Python without Numba's simulator; skip where libNVVM is missing."""
+    if os.environ.get("MINICLIP_REAL_GPU") == "1":
+        pytest.skip("on a real GPU the kernels themselves are compiled and run")
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_ENABLE_CUDASIM"}
+    probe = "from numba import cuda\ncuda.compile_ptx(lambda x: None, 'void(float32[:])', cc=(9, 0))"
+    if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode != 0:
+        pytest.skip("numba.cuda cannot compile here (no libNVVM from a CUDA toolkit)")
+    repository = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=repository, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_cuda_kernels_compile_for_a_real_gpu():
+    """The simulator runs kernels as Python and accepts what the CUDA compiler rejects (a shared
+    array whose shape is not a compile-time constant, a tuple a kernel cannot type): compile every
+    version for sm_90, as on an H100/H200, with NVVM."""
+    run_compile_check(COMPILE_FOR_SM90)

@@ -1,0 +1,127 @@
+"""MultiheadAttention against torch.nn.MultiheadAttention with the same weights: both input
+layouts, self- and cross-attention, causal attention, boolean and float masks, the weights
+returned by need_weights=True, no bias, and the gradients of every parameter."""
+import numpy as np
+import pytest
+
+import miniclip
+from miniclip import nn
+from tests.nn.torch_compare import compare_with_torch, copy_weights
+from tests.tolerances import TORCH_FLOAT64
+
+E, H = 12, 3
+
+
+def normal(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def both(batch_first=True, bias=True, torch=None):
+    return (nn.MultiheadAttention(E, H, bias=bias, batch_first=batch_first),
+            torch.nn.MultiheadAttention(E, H, bias=bias, batch_first=batch_first))
+
+
+def self_attention(**kwargs):
+    """Call a layer on (x, x, x), returning only the output."""
+    return lambda layer, x: layer(x, x, x, need_weights=False, **kwargs)[0]
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("batch_first, bias", [(True, True), (False, True), (True, False)],
+                         ids=["batch_first", "sequence_first", "no_bias"])
+def test_self_attention_matches_torch(torch, batch_first, bias):
+    ours, theirs = both(batch_first, bias, torch)
+    compare_with_torch(torch, ours, theirs, [normal(2, 7, E)], call=self_attention())
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("T", [1, 7, 77])
+def test_causal_attention_matches_torch(torch, T):
+    causal = np.triu(np.ones((T, T), bool), 1)              # torch's convention: True = not allowed
+
+    def call(layer, x):
+        if isinstance(layer, nn.MultiheadAttention):        # miniclip needs no mask with is_causal
+            return layer(x, x, x, is_causal=True)[0]
+        return layer(x, x, x, need_weights=False, attn_mask=torch.from_numpy(causal), is_causal=True)[0]
+
+    compare_with_torch(torch, *both(torch=torch), [normal(2, T, E)], call=call)
+
+
+def test_causal_flag_and_causal_mask_agree():
+    layer = nn.MultiheadAttention(E, H, batch_first=True).double()
+    x = miniclip.tensor(normal(3, 6, E))
+    by_flag = layer(x, x, x, is_causal=True)[0]
+    by_mask = layer(x, x, x, attn_mask=np.triu(np.ones((6, 6), bool), 1))[0]
+    unmasked = layer(x, x, x)[0]
+    np.testing.assert_allclose(by_flag.data, by_mask.data, **TORCH_FLOAT64)
+    assert not np.allclose(by_flag.data[:, :-1], unmasked.data[:, :-1])   # the mask does something
+    np.testing.assert_allclose(by_flag.data[:, -1], unmasked.data[:, -1], **TORCH_FLOAT64)  # last token sees all
+
+
+@pytest.mark.oracle
+def test_cross_attention_with_a_boolean_mask_matches_torch(torch):
+    L, S = 5, 8
+    mask = np.random.default_rng(4).random((L, S)) < 0.5     # True = not allowed
+    mask[:, 3] = False                                        # every query keeps at least key 3
+    mask[0] = True
+    mask[0, 6] = False                                        # query 0 attends to key 6 only
+
+    def call(layer, q, kv):
+        attn_mask = mask if isinstance(layer, nn.MultiheadAttention) else torch.from_numpy(mask)
+        return layer(q, kv, kv, need_weights=False, attn_mask=attn_mask)[0]
+
+    compare_with_torch(torch, *both(torch=torch), [normal(2, L, E), normal(2, S, E, seed=1)], call=call)
+
+
+@pytest.mark.oracle
+def test_float_mask_per_batch_and_head_matches_torch(torch):
+    B, T = 2, 6
+    mask = -3 * np.random.default_rng(5).random((B * H, T, T))   # torch's (B * H, L, S) layout
+
+    def call(layer, x):
+        attn_mask = mask if isinstance(layer, nn.MultiheadAttention) else torch.from_numpy(mask)
+        return layer(x, x, x, need_weights=False, attn_mask=attn_mask)[0]
+
+    compare_with_torch(torch, *both(batch_first=False, torch=torch), [normal(T, B, E)], call=call)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("causal", [False, True])
+def test_need_weights_returns_torch_head_averaged_weights(torch, causal):
+    ours, theirs = both(torch=torch)
+    copy_weights(torch, ours, theirs)
+    x = normal(2, 5, E)
+    mask = np.triu(np.ones((5, 5), bool), 1) if causal else None
+    out, weights = ours(miniclip.tensor(x), miniclip.tensor(x), miniclip.tensor(x), need_weights=True,
+                        is_causal=causal)
+    tx = torch.from_numpy(x)
+    expected, expected_weights = theirs(tx, tx, tx, need_weights=True, is_causal=causal,
+                                        attn_mask=None if mask is None else torch.from_numpy(mask))
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), **TORCH_FLOAT64)
+    np.testing.assert_allclose(weights.data, expected_weights.detach().numpy(), **TORCH_FLOAT64)
+    assert weights.shape == (2, 5, 5) and (np.triu(weights.data[0], 1) == 0).all() == causal
+
+
+def test_parameters_keys_and_initialisation_follow_torch():
+    miniclip.manual_seed(0)
+    layer = nn.MultiheadAttention(64, 4)
+    assert [(n, p.shape) for n, p in layer.named_parameters()] == [
+        ("in_proj_weight", (192, 64)), ("in_proj_bias", (192,)),
+        ("out_proj.weight", (64, 64)), ("out_proj.bias", (64,))]
+    xavier = np.sqrt(6 / (64 + 192))
+    assert 0.95 * xavier < np.abs(layer.in_proj_weight.data).max() <= xavier
+    assert 0.95 / 8 < np.abs(layer.out_proj.weight.data).max() <= 1 / 8
+    assert (layer.in_proj_bias.data == 0).all() and (layer.out_proj.bias.data == 0).all()
+    with pytest.raises(ValueError, match="divisible"):
+        nn.MultiheadAttention(10, 3)
+
+
+def test_dropout_acts_in_training_only():
+    miniclip.manual_seed(0)
+    layer = nn.MultiheadAttention(E, H, dropout=0.5, batch_first=True)
+    x = miniclip.tensor(normal(2, 7, E).astype(np.float32))
+    training = layer(x, x, x)[0].data
+    layer.eval()
+    first, second = layer(x, x, x)[0].data, layer(x, x, x)[0].data
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(training, first)
