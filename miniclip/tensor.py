@@ -417,7 +417,8 @@ def _accumulate_leaf(leaf, dx):
     if not leaf.requires_grad:
         return
     if leaf.grad is None:
-        leaf.grad = dx.astype(leaf.dtype, copy=True)
+        # a real 0-d array, never a NumPy scalar (scalars ignore in-place updates like grad *= c)
+        leaf.grad = backend.get_array_module(dx).array(dx, dtype=leaf.dtype, copy=True)
     else:
         leaf.grad += dx
 
