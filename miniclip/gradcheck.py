@@ -73,7 +73,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, max_full_size=400, n_d
 
 def _check_every_element(loss, x, analytic, name, eps, atol, rtol):
     numeric = np.zeros(x.shape)
-    x.data = get_array_module(x.data).ascontiguousarray(x.data)
+    x.data = get_array_module(x.data).ascontiguousarray(x.data).reshape(x.shape)   # keeps 0-d inputs 0-d
     flat = x.data.reshape(-1)                 # a view: writing to it perturbs x in place
     for i in range(flat.size):
         original = flat[i].item()
