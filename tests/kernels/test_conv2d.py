@@ -15,6 +15,7 @@ import miniclip.kernels
 from miniclip.backend import to_numpy
 from miniclip.kernels import conv2d
 from miniclip.kernels.conv2d import checks, numba_cpu, numba_cuda, patch_embed, reference
+from tests.kernels.test_attention import assert_close, numerical_vjp
 from tests.tolerances import GRADCHECK, KERNEL_FLOAT32, TORCH_FLOAT64
 
 # A float64 kernel and the float64 reference differ only by summation order.
@@ -61,16 +62,6 @@ def make_inputs(case, dtype, seed=0):
     OH, OW = checks.output_size(H, W, KH, KW, checks.pair(stride, "stride"), checks.pair(padding, "padding"))
     dy = rng.standard_normal((N, OC, OH, OW))
     return x.astype(dtype), w.astype(dtype), b.astype(dtype), dy.astype(dtype), stride, padding
-
-
-def assert_close(name, got, expected, rtol, atol):
-    """assert_allclose, plus the worst element's index and values, for a readable failure."""
-    got = to_numpy(got)
-    excess = np.abs(got.astype(np.float64) - expected) - (atol + rtol * np.abs(expected))
-    worst = np.unravel_index(np.argmax(np.nan_to_num(excess, nan=np.inf)), excess.shape)
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol,
-                               err_msg=f"{name}: worst at index {worst}: expected {expected[worst]!r}, "
-                                       f"got {got[worst]!r}")
 
 
 def check_against_reference(forward, backward, case, dtype, xp, with_bias=True):
@@ -149,20 +140,6 @@ def test_non_contiguous_inputs(implementation, cuda_xp):
 
 
 # --- the reference against independent oracles ----------------------------------------------
-
-def numerical_vjp(f, x, g, eps):
-    """sum(g * f(x)) differentiated by central differences, one element of x at a time."""
-    grad = np.zeros_like(x)
-    for index in np.ndindex(x.shape):
-        saved = x[index]
-        x[index] = saved + eps
-        plus = np.sum(g * f(x))
-        x[index] = saved - eps
-        minus = np.sum(g * f(x))
-        x[index] = saved
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
-
 
 @pytest.mark.parametrize("case", [(2, 2, 5, 4, 3, (3, 3), 2, 1), (1, 3, 4, 6, 2, (2, 3), (2, 1), (0, 1))], ids=str)
 def test_reference_backward_matches_finite_differences(case):

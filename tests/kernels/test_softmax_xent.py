@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from miniclip import kernels
-from miniclip.backend import to_numpy
 from miniclip.kernels import softmax_xent
 from miniclip.kernels.softmax_xent import cupy_raw, numba_cpu, reference
+from tests.kernels.helpers import assert_close, numeric_grad
 from tests.tolerances import GRADCHECK, KERNEL_FLOAT32, TORCH_FLOAT64
 
 NVCC = shutil.which("nvcc") or next(
@@ -52,17 +52,6 @@ def make_logits(rng, N, C, dtype):
     targets[0] = 0
     targets[-1] = C - 1
     return x.astype(dtype), targets
-
-
-def assert_close(name, got, expected, tol):
-    """allclose, with a report naming the output, the worst index, expected and got."""
-    got, expected = to_numpy(got), to_numpy(expected)
-    assert got.shape == expected.shape, f"{name}: shape {got.shape}, expected {expected.shape}"
-    err = np.abs(got.astype(np.float64) - expected) - tol["rtol"] * np.abs(expected)
-    if not (err <= tol["atol"]).all():
-        k = np.unravel_index(np.argmax(err), err.shape)
-        raise AssertionError(f"{name}: at index {k} expected {expected[k]!r}, got {got[k]!r} "
-                             f"({int((err > tol['atol']).sum())} of {err.size} entries off; tol {tol})")
 
 
 def cuda_version(fn, version, **launch):
@@ -151,20 +140,6 @@ def test_clip_loss_matches_reference(impl, version, B, dtype, scale, cuda_xp):
 
 
 # ------------------------------------------------------------------ reference vs central differences
-def numeric_grad(f, x, eps):
-    """Central differences of the scalar f at every entry of x (float64)."""
-    grad = np.zeros_like(x)
-    for k in np.ndindex(x.shape):
-        old = x[k]
-        x[k] = old + eps
-        up = f(x)
-        x[k] = old - eps
-        down = f(x)
-        x[k] = old
-        grad[k] = (up - down) / (2 * eps)
-    return grad
-
-
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (7, 13)])
 def test_reference_softmax_xent_backward_matches_finite_differences(shape):
     rng = np.random.default_rng(1)
