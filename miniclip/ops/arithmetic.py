@@ -108,7 +108,7 @@ class Minimum(Function):
 
 
 def _split_by_winner(dy, x_wins, tie, x_shape, y_shape):
-    share_x = x_wins + 0.5 * tie                  # 1 where x wins, 1/2 on a tie, 0 where y wins
+    share_x = (x_wins + 0.5 * tie).astype(dy.dtype)   # 1 where x wins, 1/2 on a tie, 0 where y wins
     dx = dy * share_x
     return sum_to_shape(dx, x_shape), sum_to_shape(dy - dx, y_shape)
 

@@ -5,6 +5,11 @@ For Z = X @ Y with X (..., n, k) and Y (..., k, m):
     dY = X^T @ dZ        (..., k, n) @ (..., n, m) -> (..., k, m)
 then summed over any leading dimensions that broadcasting added. A 1-D operand is treated as a
 row (on the left) or a column (on the right) vector and that dimension is removed again.
+
+Speed: a stack of rows times one matrix, (..., n, k) @ (k, m) (every Linear layer), is done as a
+single 2-D product (N, k) @ (k, m) with N = prod(...) * n, and its dY as X^T @ dZ over all N rows
+at once. NumPy's batched matmul runs one small product per leading index, and with a transposed
+weight (x @ w.T) falls off BLAS entirely: 35x slower on (256, 65, 128) @ (128, 384).
 """
 import numpy as np
 
@@ -21,10 +26,15 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {x.shape} @ {y.shape} do not match "
                              f"({x.shape[-1]} != {y.shape[-2 if y.ndim > 1 else 0]})")
         self.x, self.y = x, y
-        return get_array_module(x).matmul(x, y)
+        return _matmul(get_array_module(x), x, y)
 
     def backward(self, dy):
         xp = get_array_module(dy)
+        if self.x.ndim >= 2 and self.y.ndim == 2:    # rows @ one matrix: all rows at once
+            k, m = self.y.shape
+            dx = _matmul(xp, dy, self.y.T)                                        # (..., n, k)
+            dw = self.x.reshape(-1, k).T @ dy.reshape(-1, m)                     # (k, m)
+            return dx, dw
         x = self.x[None, :] if self.x.ndim == 1 else self.x          # (..., n, k)
         y = self.y[:, None] if self.y.ndim == 1 else self.y          # (..., k, m)
         batch = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
@@ -34,6 +44,13 @@ class MatMul(Function):
         dx = sum_to_shape(dx, x.shape).reshape(self.x.shape)
         dw = sum_to_shape(dw, y.shape).reshape(self.y.shape)
         return dx, dw
+
+
+def _matmul(xp, x, y):
+    """xp.matmul, with (..., n, k) @ (k, m) as one (N, k) @ (k, m) product (see the docstring)."""
+    if x.ndim > 2 and y.ndim == 2:
+        return (x.reshape(-1, x.shape[-1]) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
+    return xp.matmul(x, y)
 
 
 def matmul(x, y):

@@ -76,6 +76,8 @@ CASES = [
     ("stack", lambda x, y: ops.stack([x, y], -1), lambda t, x, y: t.stack([x, y], -1), [(3, 2), (3, 2)], normal),
     ("matmul_2d", ops.matmul, lambda t, x, y: x @ y, [(3, 5), (5, 7)], normal),
     ("matmul_batched_broadcast", ops.matmul, lambda t, x, y: x @ y, [(2, 1, 3, 5), (4, 5, 2)], normal),
+    ("matmul_rows_times_matrix", ops.matmul, lambda t, x, y: x @ y, [(2, 3, 5), (5, 7)], normal),
+    ("matmul_rows_times_transposed", lambda x, y: x @ y.T, lambda t, x, y: x @ y.T, [(2, 3, 5), (7, 5)], normal),
     ("matmul_vector_left", ops.matmul, lambda t, x, y: x @ y, [(5,), (2, 5, 3)], normal),
     ("matmul_vector_right", ops.matmul, lambda t, x, y: x @ y, [(2, 3, 5), (5,)], normal),
     ("matmul_vector_vector", ops.matmul, lambda t, x, y: x @ y, [(5,), (5,)], normal),
@@ -105,6 +107,16 @@ def test_matches_torch(torch, name, fn, torch_fn, shapes, maker):
     torch_out.backward(torch.tensor(upstream))
     for x, tx in zip(inputs, torch_inputs):
         np.testing.assert_allclose(x.grad, tx.grad.numpy(), **TORCH_FLOAT64)
+
+
+@pytest.mark.parametrize("name, fn, torch_fn, shapes, maker", CASES, ids=[c[0] for c in CASES])
+def test_float32_stays_float32(name, fn, torch_fn, shapes, maker):
+    """No op may promote float32 gradients to float64 (the fused kernels refuse mixed dtypes)."""
+    inputs = [miniclip.tensor(x.data.astype(np.float32), requires_grad=True) for x in make_inputs(shapes, maker)]
+    out = fn(*inputs)
+    assert out.dtype == np.float32, name
+    out.backward(np.ones(out.shape, np.float32))
+    assert [x.grad.dtype for x in inputs] == [np.float32] * len(inputs), name
 
 
 def test_where_and_clamp_and_split():
