@@ -13,7 +13,7 @@ from miniclip.gradcheck import gradcheck, GradcheckError
 from miniclip.backend import has_gpu
 from miniclip import ops, functional, nn, optim
 from miniclip.creation import zeros, ones, zeros_like, ones_like, full, arange, randn, rand, manual_seed
-from miniclip.models import create_model, load_checkpoint, list_models
+from miniclip.models import create_model, load_checkpoint, list_models, save_model, load_model
 from miniclip.ops import (cat, concat, stack, split, chunk, where, maximum, minimum, matmul, exp, log,
                           sqrt, tanh, sigmoid, relu, clamp)
 

@@ -52,6 +52,14 @@ def load_safetensors(path):
     return tensors, metadata
 
 
+def read_safetensors_metadata(path):
+    """The string metadata of a safetensors file, reading only its header."""
+    with open(path, "rb") as f:
+        (header_length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_length))
+    return header.get("__metadata__", {}) or {}
+
+
 def save_safetensors(path, tensors, metadata=None):
     """Write a dict of arrays (and string metadata) to `path` atomically."""
     header, offset, blobs = {}, 0, []

@@ -80,10 +80,13 @@ class Loader:
             shard = shard[:len(self) * self.batch_size]
         return [shard[k:k + self.batch_size] for k in range(0, len(shard), self.batch_size)]
 
-    def epoch(self, epoch):
-        """Yield the batches of one epoch, in order: (images (B, 3, S, S) float32, texts)."""
+    def epoch(self, epoch, start=0):
+        """Yield the batches of one epoch, in order: (images (B, 3, S, S) float32, texts).
+
+        start: skip the first `start` batches without loading them (a resumed run continues
+        mid-epoch with exactly the batches it had not seen)."""
         self.skipped = []
-        prepared = self._prepared(self.batch_indices(epoch), epoch)
+        prepared = self._prepared(self.batch_indices(epoch)[start:], epoch)
         try:
             for batch, skipped in prepared:
                 self.skipped += skipped

@@ -3,17 +3,22 @@
     model = miniclip.create_model("ViT-B-32")                 # a built-in config, random init
     model = miniclip.create_model("my_config.json")           # an OpenCLIP model-config file
     model = miniclip.create_model("ViT-B-32", checkpoint="open_clip_model.safetensors")
+    miniclip.save_model("model.safetensors", model, tokenizer)   # weights + config + BPE merges
+    model, tokenizer = miniclip.load_model("model.safetensors")   # everything needed to use it
 """
 import json
 import os
 
 import numpy as np
 
-from miniclip.checkpoint import load_safetensors
+from miniclip.checkpoint import load_safetensors, read_safetensors_metadata, save_safetensors
 from miniclip.models.clip import CLIP
 from miniclip.models.config import list_models, load_config, resolve
 from miniclip.models.modified_resnet import ModifiedResNet
 from miniclip.models.vit import VisionTransformer
+from miniclip.backend import to_numpy
+from miniclip.tensor import Tensor
+from miniclip.tokenizer import Tokenizer
 
 
 def create_model(name_or_config, checkpoint=None):
@@ -41,7 +46,8 @@ def load_checkpoint(path):
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state_dict, metadata = load_safetensors(path)
+    tensors, metadata = load_safetensors(path)
+    state_dict = {k: v for k, v in tensors.items() if not k.startswith(TRAINING_STATE_PREFIX)}
     config = None
     if "miniclip_config" in metadata:
         config = resolve(json.loads(metadata["miniclip_config"]), path)
@@ -50,6 +56,51 @@ def load_checkpoint(path):
         if os.path.isfile(sibling):
             config = load_config(sibling)
     return state_dict, config
+
+
+# miniclip's training checkpoints keep the optimizer's moments beside the weights, under this
+# prefix (no OpenCLIP key starts with it); load_checkpoint leaves them out.
+TRAINING_STATE_PREFIX = "optimizer."
+
+
+def save_model(path, model, tokenizer=None):
+    """Write the model's weights (OpenCLIP's key names), its config and, if given, the tokenizer's
+    BPE merges into one safetensors file, so `load_model(path)` needs nothing else."""
+    save_safetensors(path, model_tensors(model), model_metadata(model, tokenizer))
+
+
+def model_tensors(model):
+    """The state_dict as NumPy arrays, ready to be written."""
+    return {k: to_numpy(v.data if isinstance(v, Tensor) else v) for k, v in model.state_dict().items()}
+
+
+def model_metadata(model, tokenizer=None):
+    """The config (and the tokenizer's merges) as safetensors string metadata."""
+    metadata = {"miniclip_config": json.dumps(model.config)}
+    if tokenizer is not None:
+        metadata["miniclip_bpe_merges"] = "\n".join(f"{a} {b}" for a, b in tokenizer.merges)
+    return metadata
+
+
+def load_model(path):
+    """(model, tokenizer) from a file written by save_model; tokenizer is None if none was saved.
+    For OpenCLIP's own files use create_model(config, checkpoint=path) and a Tokenizer."""
+    state_dict, config = load_checkpoint(path)
+    if config is None:
+        raise ValueError(f"{path} holds no model config (miniclip_config metadata, or an "
+                         f"open_clip_config.json beside it); use create_model(config, checkpoint=path)")
+    model = create_model(config)
+    model.load_state_dict(state_dict)
+    return model, load_tokenizer(path, config["text_cfg"]["context_length"])
+
+
+def load_tokenizer(path, context_length):
+    """The Tokenizer saved in a miniclip model file's metadata, or None if it holds none."""
+    metadata = read_safetensors_metadata(path)
+    if "miniclip_bpe_merges" not in metadata:
+        return None
+    merges = [tuple(line.split(" ")) for line in metadata["miniclip_bpe_merges"].split("\n") if line]
+    return Tokenizer(merges=merges, context_length=context_length)
 
 
 def check_same_architecture(config, checkpoint_config, path):
@@ -66,5 +117,6 @@ def check_same_architecture(config, checkpoint_config, path):
                              f"model's {config[section]}")
 
 
-__all__ = ["CLIP", "VisionTransformer", "ModifiedResNet", "create_model", "load_checkpoint",
+__all__ = ["CLIP", "VisionTransformer", "ModifiedResNet", "create_model", "load_checkpoint", "save_model", "load_model",
+           "load_tokenizer",
            "list_models", "load_config"]

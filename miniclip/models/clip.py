@@ -14,6 +14,7 @@ Checked against open_clip.create_model(...) with the same weights in tests/model
 """
 import numpy as np
 
+from miniclip.backend import get_array_module
 from miniclip import functional as F
 from miniclip import nn
 from miniclip.creation import get_rng
@@ -87,7 +88,7 @@ class CLIP(nn.Module):
         x = self.transformer(x, is_causal=True)
         x = self.ln_final(x)
         eot = ids.data.argmax(axis=-1)                                  # (B,) position of EOT
-        x = x[np.arange(len(eot)), eot]                                 # (B, width)
+        x = x[get_array_module(eot).arange(len(eot)), eot]              # (B, width)
         x = x @ self.text_projection                                    # (B, embed_dim)
         return F.normalize(x, dim=-1) if normalize else x
 

@@ -32,8 +32,11 @@ from miniclip.tokenizer.pretokenize import SPECIAL_TOKENS, pretokenize
 from miniclip.tokenizer.tokenizer import BASE_VOCAB_SIZE, Tokenizer
 
 
-def learn_merges(texts, num_merges):
-    """The first `num_merges` BPE merges of `texts`, most frequent pair first."""
+def learn_merges(texts, num_merges, exact=True):
+    """The first `num_merges` BPE merges of `texts`, most frequent pair first.
+
+    When every word is already a single symbol there is nothing left to merge: that is an error
+    if `exact`, otherwise the (fewer) merges found so far are returned."""
     word_counts = Counter(word for text in texts for word in pretokenize(clean(text))
                           if word not in SPECIAL_TOKENS)
     words = [word_symbols(bytes_to_symbols(word)) for word in word_counts]
@@ -53,6 +56,8 @@ def learn_merges(texts, num_merges):
     merges = []
     while len(merges) < num_merges:
         if not heap:
+            if not exact:
+                break
             raise ValueError(f"the corpus has only {len(merges)} possible merges, so vocab_size can "
                              f"be at most {BASE_VOCAB_SIZE + len(merges)}; use more text or a "
                              f"smaller vocab_size")
@@ -82,11 +87,14 @@ def learn_merges(texts, num_merges):
     return merges
 
 
-def train_bpe(texts, vocab_size, context_length=77):
-    """A Tokenizer whose vocab_size - 514 merges are learned from `texts` (a list of captions)."""
+def train_bpe(texts, vocab_size, context_length=77, exact=True):
+    """A Tokenizer whose vocab_size - 514 merges are learned from `texts` (a list of captions).
+
+    exact=False: at most vocab_size tokens, fewer if the captions run out of pairs to merge
+    (a small caption vocabulary needs fewer tokens than asked for)."""
     if not isinstance(vocab_size, int) or vocab_size < BASE_VOCAB_SIZE:
         raise ValueError(f"vocab_size counts 256 byte tokens + 256 byte tokens with </w> + the "
                          f"merges + 2 special tokens, so it must be an int >= {BASE_VOCAB_SIZE}; "
                          f"got {vocab_size!r}")
-    merges = learn_merges(texts, vocab_size - BASE_VOCAB_SIZE)
-    return Tokenizer(merges=merges, context_length=context_length, vocab_size=vocab_size)
+    merges = learn_merges(texts, vocab_size - BASE_VOCAB_SIZE, exact=exact)
+    return Tokenizer(merges=merges, context_length=context_length)

@@ -69,6 +69,16 @@ def test_order_is_a_seeded_permutation_per_epoch():
     assert [int(v) for images, _ in in_order.epoch(0) for v in images.ravel()] == list(range(20))
 
 
+def test_starting_mid_epoch_gives_the_remaining_batches():
+    loader = Loader(Numbers(20), 6, first_pixel, workers=2, seed=3)
+    whole = collect(loader, epoch=1)
+    rest = [(images.copy(), texts) for images, texts in loader.epoch(1, start=2)]
+    assert len(rest) == 2
+    for (images, texts), (images0, texts0) in zip(rest, whole[2:]):
+        assert texts == texts0
+        np.testing.assert_array_equal(images, images0)
+
+
 def test_augmentation_changes_between_epochs_but_not_between_runs():
     loader = Loader(Numbers(20), 6, first_pixel, workers=2, seed=3)
 

@@ -25,6 +25,7 @@ def test_hand_worked_example():
     tokenizer = train_bpe(["aaab"], vocab_size=517)
     assert tokenizer.encode("aaab") == [514]            # 512 byte tokens, then the 3 merges
     assert tokenizer.encode("aab") == [512, tokenizer.encoder["b</w>"]]   # aa, b</w>
+    assert train_bpe(["aaab"], vocab_size=600, exact=False).vocab_size == 517   # all 3 merges, no more
     with pytest.raises(ValueError, match="at most 517"):
         train_bpe(["aaab"], vocab_size=518)
 
