@@ -104,3 +104,27 @@ def test_builtin_configs_build_with_openclip_shapes():
         miniclip.create_model("ViT-Z-99")
     with pytest.raises(ValueError, match="pool_type"):
         miniclip.create_model(dict(TINY, vision_cfg=dict(TINY["vision_cfg"], pool_type="avg")))
+
+
+def test_save_model_and_load_model_round_trip_weights_config_and_tokenizer(tmp_path):
+    from miniclip.tokenizer import train_bpe
+    tokenizer = train_bpe(["a red circle above a blue square", "a small green star"] * 5, 600,
+                          context_length=32, exact=False)
+    model = miniclip.create_model("tiny-vit-xs")
+    path = str(tmp_path / "model.safetensors")
+    miniclip.save_model(path, model, tokenizer)
+    loaded, loaded_tokenizer = miniclip.load_model(path)
+    assert loaded.config == model.config
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[key].data, value.data, err_msg=key)
+    assert loaded_tokenizer.merges == tokenizer.merges
+    np.testing.assert_array_equal(loaded_tokenizer(["a green square"]), tokenizer(["a green square"]))
+    miniclip.save_model(path, model)                     # no tokenizer saved: None comes back
+    assert miniclip.load_model(path)[1] is None
+
+
+def test_load_model_needs_a_config(tmp_path):
+    path = str(tmp_path / "weights.safetensors")
+    save_safetensors(path, {"logit_scale": np.zeros((), np.float32)})
+    with pytest.raises(ValueError, match="holds no model config"):
+        miniclip.load_model(path)
