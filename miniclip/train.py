@@ -1,0 +1,336 @@
+"""python -m miniclip.train: train a CLIP (or SigLIP) model, evaluate it, and keep everything in a run folder.
+
+    python -m miniclip.train                                  # small model, built-in shapes, CPU, minutes
+    python -m miniclip.train --dataset fashion-mnist --epochs 2
+    python -m miniclip.train --train-data pairs.tsv --val-data val.tsv --model tiny-vit-s
+    python -m miniclip.train --name my_run --resume latest    # continue a stopped run exactly
+
+One step (Radford et al. 2021, Figure 3): encode a batch of B images and their B captions,
+normalise, score all B x B pairs with s = exp(t) (t = logit_scale, learned), and take the
+symmetric cross-entropy with the pairs on the diagonal (or SigLIP's pairwise sigmoid loss with
+--siglip); backward; AdamW (no weight decay on gains, biases and t); then clamp t to ln 100, as
+CLIP does, so the temperature cannot run away.
+
+--accum-freq K keeps every negative of a K*B batch with the memory of B (OpenCLIP's method):
+first encode all K micro-batches without a graph and keep their features; then, micro-batch by
+micro-batch, encode it again with a graph, put its features among the kept ones and backward the
+loss of the whole K*B batch. Each backward gives d loss/d (its micro-batch's features) times their
+Jacobian, so the sum over micro-batches is exactly the K*B batch's gradient. (The logit scale is
+live in only the first micro-batch's loss, so its gradient is counted once, not K times.)
+
+The run folder logs/<name>/ holds config.json (every flag and the model config), metrics.jsonl
+(one line per step, one per evaluation), checkpoints/ (see miniclip/training/state.py) and
+plots/. Ctrl-C finishes the current step, saves a checkpoint and stops; a NaN or infinite loss
+stops the run before anything is saved, so the last checkpoint stays the last good one.
+"""
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from miniclip import backend, optim
+from miniclip.checkpoint import atomic_write, read_safetensors_metadata
+from miniclip.creation import manual_seed
+from miniclip.losses import clip_loss, siglip_loss
+from miniclip.models import create_model, load_checkpoint, load_tokenizer
+from miniclip.models.config import load_config
+from miniclip.ops import concat
+from miniclip.tensor import Tensor, no_grad
+from miniclip.training.data import build_data, train_loader
+from miniclip.training.evaluate import evaluate
+from miniclip.training.options import parse_args
+from miniclip.training.plots import plot_run
+from miniclip.training.state import checkpoint_step, latest_checkpoint, load_training_state, save_training_state
+
+MAX_LOGIT_SCALE = math.log(100)
+# Flags that change the data order or the model: a resumed run must keep them.
+SAME_ON_RESUME = ("model", "batch_size", "accum_freq", "seed", "siglip", "dataset", "train_data",
+                  "train_num_samples", "lock_image", "lock_text", "tokenizer", "vocab_size")
+
+
+def choose_device(requested):
+    if requested == "auto":
+        return "cuda" if backend.has_gpu() else "cpu"
+    if requested == "cuda" and not backend.has_gpu():
+        raise SystemExit("--device cuda: CuPy cannot see a CUDA GPU here (install miniclip[gpu] on a "
+                         "machine with a GPU, or use --device cpu)")
+    return requested
+
+
+def model_config(args):
+    config = load_config(args.model)
+    if args.siglip:
+        # SigLIP's initialisation (Zhai et al. 2023, section 3.2): t' = ln 10, b = -10, so that the
+        # B^2 - B negatives do not dominate the first steps.
+        config["init_logit_scale"] = math.log(10) if config["init_logit_scale"] is None else config["init_logit_scale"]
+        config["init_logit_bias"] = -10.0 if config["init_logit_bias"] is None else config["init_logit_bias"]
+    return config
+
+
+def parameter_groups(model, weight_decay):
+    """OpenCLIP's split: no weight decay on gains, biases, norms' parameters and the logit scale/bias
+    (anything with fewer than 2 dimensions, or named bn/ln/bias/logit_scale)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def lock_towers(model, args):
+    """--lock-image / --lock-text: the frozen tower gets no gradient (and no optimizer state)."""
+    if args.lock_image:
+        model.visual.requires_grad_(False)
+    if args.lock_text:
+        for name, p in model.named_parameters():
+            if not name.startswith("visual.") and "logit" not in name:
+                p.requires_grad = False
+
+
+def contrastive_loss(model, image_features, text_features, logit_scale):
+    """The CLIP loss, or the SigLIP loss when the model has a logit bias."""
+    if model.logit_bias is None:
+        return clip_loss(image_features, text_features, logit_scale)
+    return siglip_loss(image_features, text_features, logit_scale, model.logit_bias)
+
+
+def forward_backward(model, images, tokens, accum_freq):
+    """Backward the loss of the whole batch (see the module docstring); return its value."""
+    if accum_freq == 1:
+        image_features = model.encode_image(Tensor(images), normalize=True)
+        text_features = model.encode_text(tokens, normalize=True)
+        loss = contrastive_loss(model, image_features, text_features, model.logit_scale.exp())
+        loss.backward()
+        return float(loss.data)
+
+    image_chunks, token_chunks = np.array_split(images, accum_freq), np.array_split(tokens, accum_freq)
+    with no_grad():
+        kept = [(model.encode_image(Tensor(i), normalize=True).data, model.encode_text(t, normalize=True).data)
+                for i, t in zip(image_chunks, token_chunks)]
+    for j, (images_j, tokens_j) in enumerate(zip(image_chunks, token_chunks)):
+        image_j = model.encode_image(Tensor(images_j), normalize=True)
+        text_j = model.encode_text(tokens_j, normalize=True)
+        image_features = concat([image_j if i == j else Tensor(f) for i, (f, _) in enumerate(kept)])
+        text_features = concat([text_j if i == j else Tensor(f) for i, (_, f) in enumerate(kept)])
+        logit_scale = model.logit_scale.exp() if j == 0 else Tensor(np.exp(model.logit_scale.data))
+        loss = contrastive_loss(model, image_features, text_features, logit_scale)
+        loss.backward()
+    return float(loss.data)
+
+
+class StopRequest:
+    """The first Ctrl-C asks the loop to stop after the current step (and save); a second one
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def resume_path(args, checkpoints):
+    if args.resume is None:
+        return None
+    path = latest_checkpoint(checkpoints) if args.resume == "latest" else args.resume
+    if path is None:
+        raise SystemExit(f"--resume latest: no checkpoint in {checkpoints}")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--resume {path}: no such file")
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = choose_device(args.device)
+    run_folder = os.path.join(args.logs, args.name)
+    checkpoints = os.path.join(run_folder, "checkpoints")
+    resume = resume_path(args, checkpoints)
+
+    config = model_config(args)
+    image_size = config["vision_cfg"]["image_size"]
+    context_length = config["text_cfg"]["context_length"]
+    saved_tokenizer = None
+    for path in (resume, args.pretrained):
+        if path is not None and saved_tokenizer is None:
+            saved_tokenizer = load_tokenizer(path, context_length)
+    data = build_data(args, image_size, context_length, saved_tokenizer)
+    if args.tokenizer is None and args.pretrained is None:
+        config["text_cfg"]["vocab_size"] = data.tokenizer.vocab_size   # a learned vocabulary: a small embedding
+    if data.tokenizer.vocab_size > config["text_cfg"]["vocab_size"]:
+        raise SystemExit(f"the tokenizer has {data.tokenizer.vocab_size} tokens but the model's text "
+                         f"embedding only {config['text_cfg']['vocab_size']}")
+
+    manual_seed(args.seed)
+    model = create_model(config)
+    if args.pretrained:
+        model.load_state_dict(load_checkpoint(args.pretrained)[0])
+    lock_towers(model, args)
+    model.to(device)
+    optimizer = optim.AdamW(parameter_groups(model, args.wd), lr=args.lr, betas=(args.beta1, args.beta2),
+                            eps=args.eps)
+    loader = train_loader(data, args, image_size)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(data.train)} training samples make no full batch of "
+                         f"{args.batch_size * args.accum_freq} (--batch-size x --accum-freq)")
+    total_steps = args.max_steps or args.epochs * steps_per_epoch
+    warmup = args.warmup if args.warmup is not None else total_steps // 10
+    schedule = (optim.cosine_lr if args.lr_scheduler == "cosine" else optim.const_lr)(
+        optimizer, args.lr, warmup, total_steps)
+
+    progress = {"step": 0, "epoch": 0, "batch": 0}
+    if resume:
+        check_same_flags(args, resume)
+        progress = load_training_state(resume, model, optimizer)
+        print(f"resumed from {resume} at step {progress['step']} (epoch {progress['epoch']}, "
+              f"batch {progress['batch']})")
+    os.makedirs(checkpoints, exist_ok=True)
+    write_config(run_folder, args, config, data, device, total_steps, warmup)
+    metrics_file = open(os.path.join(run_folder, "metrics.jsonl"), "a")
+
+    def log(record):
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+
+    def run_evaluation(epoch, zeroshot=True, val=True):
+        metrics, plot_data = evaluate(model, data, args, image_size, device, zeroshot=zeroshot, val=val)
+        log({"step": progress["step"], "epoch": epoch, "eval": metrics})
+        plot_run(run_folder, plot_data)
+        return metrics
+
+    def save(name):
+        path = os.path.join(checkpoints, name)
+        save_training_state(path, model, data.tokenizer, optimizer, progress, args)
+        return path
+
+    print(f"run folder {run_folder}: {sum(p.data.size for p in model.parameters()):,} parameters, "
+          f"{len(data.train):,} training samples, {total_steps} steps of {args.batch_size * args.accum_freq} "
+          f"on {device}")
+    if progress["step"] == 0:
+        run_evaluation(0)   # before training: the chance level, for the plots
+    bar = tqdm(total=total_steps, initial=progress["step"], disable=args.no_progress, unit="step",
+               dynamic_ncols=True)
+    model.train()
+    last_saved, skipped = resume, 0
+    with StopRequest() as stop:
+        while progress["step"] < total_steps and not stop.requested:
+            epoch = progress["epoch"]
+            tick = time.perf_counter()
+            for images, tokens in loader.epoch(epoch, start=progress["batch"]):
+                lr = schedule(progress["step"])
+                optimizer.zero_grad()
+                images, tokens = backend.to_device(images, device), backend.to_device(tokens, device)
+                loss = forward_backward(model, images, tokens, args.accum_freq)
+                if not math.isfinite(loss):
+                    bar.close()
+                    raise SystemExit(f"the loss is {loss} at step {progress['step'] + 1}: stopping. Nothing "
+                                     f"was saved after the last good checkpoint ({last_saved or 'none'}); "
+                                     f"try a lower --lr, --grad-clip-norm, or a longer --warmup")
+                if args.grad_clip_norm is not None:
+                    optim.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
+                optimizer.step()
+                # In place: the optimizer updates this array in place too (and a 0-d array's .clip()
+                # would return a NumPy scalar, which no in-place update can change).
+                t = model.logit_scale.data
+                backend.get_array_module(t).clip(t, 0, MAX_LOGIT_SCALE, out=t)
+                progress["step"] += 1
+                progress["batch"] += 1
+                now = time.perf_counter()
+                samples_per_s = len(images) / (now - tick)
+                tick = now
+                scale = float(np.exp(backend.to_numpy(model.logit_scale.data)))
+                if progress["step"] % args.log_every_n_steps == 0:
+                    log({"step": progress["step"], "epoch": epoch, "loss": loss, "lr": lr,
+                         "logit_scale": scale, "samples_per_s": samples_per_s})
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", scale=f"{scale:.1f}", samples_s=f"{samples_per_s:.0f}")
+                if stop.requested or (progress["step"] == total_steps and progress["batch"] < steps_per_epoch):
+                    break   # mid-epoch; at the epoch's end the loader finishes it (and reports skips)
+            skipped += len(loader.skipped)
+            epoch_done = progress["batch"] == steps_per_epoch
+            if epoch_done:
+                progress["epoch"], progress["batch"] = epoch + 1, 0
+            finished = progress["step"] == total_steps
+            if epoch_done and ((epoch + 1) % args.save_frequency == 0 or finished):
+                last_saved = save(f"epoch_{epoch + 1}.safetensors")
+            elif finished or stop.requested:
+                last_saved = save(f"step_{progress['step']}.safetensors")
+            if (epoch_done or finished) and not stop.requested:
+                zeroshot = (epoch + 1) % args.zeroshot_frequency == 0 or finished
+                val = (epoch + 1) % args.val_frequency == 0 or finished
+                if zeroshot or val:
+                    bar.clear()
+                    metrics = run_evaluation(progress["epoch"], zeroshot, val)
+                    tqdm.write(format_metrics(progress["step"], metrics), file=sys.stderr)
+        if stop.requested and saved_step(last_saved) != progress["step"]:
+            last_saved = save(f"step_{progress['step']}.safetensors")   # Ctrl-C came during an evaluation
+    bar.close()
+    metrics_file.close()
+    if skipped:
+        print(f"skipped {skipped} bad samples (--skip-bad-samples); the first ones are named in the warnings above")
+    if stop.requested:
+        print(f"stopped at step {progress['step']}; checkpoint {last_saved}\n"
+              f"continue with: python -m miniclip.train {' '.join(resume_command(argv, args))}")
+        return 130
+    print(f"done: {progress['step']} steps. Checkpoint {last_saved}; plots in {os.path.join(run_folder, 'plots')}")
+    return 0
+
+
+def saved_step(path):
+    return None if path is None else checkpoint_step(path)
+
+
+def format_metrics(step, metrics):
+    keys = [k for k in metrics if k.endswith("_top1") or k.startswith("hard_negatives") or
+            k.endswith("R@1") or k == "val_loss"]
+    return f"step {step}: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys)
+
+
+def resume_command(argv, args):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--name" not in argv:
+        argv += ["--name", args.name]
+    if "--resume" not in argv:
+        argv += ["--resume", "latest"]
+    return argv
+
+
+def check_same_flags(args, path):
+    """Refuse to resume with flags that change the model or the order of the data."""
+    saved = json.loads(read_safetensors_metadata(path)["miniclip_training"])["args"]
+    changed = [f"--{k.replace('_', '-')} {getattr(args, k)!r} (the checkpoint has {saved.get(k)!r})"
+               for k in SAME_ON_RESUME if saved.get(k) != getattr(args, k)]
+    if changed:
+        raise SystemExit(f"cannot resume {path} exactly with different flags: " + "; ".join(changed))
+
+
+def write_config(run_folder, args, config, data, device, total_steps, warmup):
+    """config.json: every flag, the model config and what was derived from them."""
+    os.makedirs(run_folder, exist_ok=True)
+    resolved = {"args": vars(args), "model_config": config, "device": device, "total_steps": total_steps,
+                "warmup_steps": warmup, "train_samples": len(data.train),
+                "tokenizer_vocab_size": data.tokenizer.vocab_size}
+    atomic_write(os.path.join(run_folder, "config.json"), [json.dumps(resolved, indent=2).encode()])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

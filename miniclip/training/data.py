@@ -1,0 +1,150 @@
+"""What the trainer reads: datasets, tokenizer and loaders, built from the command-line flags.
+
+Training pairs come from --train-data (an OpenCLIP CSV/TSV file, or a folder of name.jpg +
+name.txt pairs) or, without it, from a built-in dataset: the generated shapes (the default) or
+Fashion-MNIST. The evaluation sets come with them:
+- val pairs (--val-data, or the built-in "val" split): validation loss and retrieval R@k;
+- zero-shot sets: for shapes, one-object images of the colour-shape pairs seen in training and of
+  the held-out pairs, classified among all 36 pairs; for Fashion-MNIST its test split; and any
+  --zeroshot-data class tree;
+- hard negatives (shapes only): two-object images with their caption and the same caption with
+  the colours or shapes swapped or the relation reversed.
+The tokenizer is a merges file (--tokenizer), the one saved in --pretrained weights, or a
+vocabulary learned from the training captions (small captions need few tokens, so a small text
+embedding).
+"""
+import os
+from dataclasses import dataclass, field
+
+from miniclip.data import (CsvDataset, FashionMNIST, ImageClassFolder, ImageTextFolder, Loader,
+                           ShapesDataset, image_transform)
+from miniclip.data.files import read_caption
+from miniclip.data.shapes import caption, hard_negatives
+from miniclip.tokenizer import Tokenizer, train_bpe
+
+VOCABULARY_CAPTIONS = 20_000   # captions read to learn a vocabulary
+
+
+class FirstN:
+    """The first n samples of a dataset (a fixed, reproducible subset)."""
+
+    def __init__(self, dataset, n):
+        self.dataset, self.n = dataset, min(n, len(dataset))
+        for name in ("classnames", "class_prompts"):
+            if hasattr(dataset, name):
+                setattr(self, name, getattr(dataset, name))
+
+    def __len__(self):
+        return self.n
+
+    def describe(self, index):
+        return self.dataset.describe(index)
+
+    def __getitem__(self, index):
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} samples")
+        return self.dataset[index]
+
+
+@dataclass
+class ZeroShotSet:
+    name: str              # the metric prefix, e.g. "zeroshot_seen"
+    dataset: object        # dataset[i] = (image, class index)
+    classnames: list
+    prompts: list          # prompts[k]: the texts whose mean embedding is class k's classifier
+
+
+@dataclass
+class RunData:
+    train: object
+    val: object                        # pairs, or None
+    zeroshot: list = field(default_factory=list)
+    hard_negatives: list = field(default_factory=list)   # (image, caption, {kind: negative caption})
+    tokenizer: Tokenizer = None
+
+
+def open_pairs(path, args):
+    """A dataset of (image, caption) pairs from a CSV/TSV file or an image+caption folder."""
+    if not os.path.exists(path):
+        raise SystemExit(f"data not found: {path}")
+    kind = args.dataset_type
+    if kind == "auto":
+        kind = "folder" if os.path.isdir(path) else "csv"
+    if kind == "folder":
+        return ImageTextFolder(path)
+    return CsvDataset(path, img_key=args.csv_img_key, caption_key=args.csv_caption_key, sep=args.csv_separator)
+
+
+def captions_of(dataset, limit=VOCABULARY_CAPTIONS):
+    """Up to `limit` captions of a pair dataset, read without decoding any image."""
+    n = min(len(dataset), limit)
+    if isinstance(dataset, FirstN):
+        return captions_of(dataset.dataset, min(n, dataset.n))
+    if isinstance(dataset, ShapesDataset):
+        return [caption(dataset.scene(i)) for i in range(n)]
+    if isinstance(dataset, CsvDataset):
+        return [row[2] for row in dataset.rows[:n] if row[2]]
+    if isinstance(dataset, ImageTextFolder):
+        paths = dataset.images[:n]
+        return [read_caption(os.path.splitext(p)[0] + ".txt", p) for p in paths]
+    if isinstance(dataset, FashionMNIST):
+        return [text for prompts in dataset.class_prompts() for text in prompts]
+    raise TypeError(f"cannot read the captions of a {type(dataset).__name__}")
+
+
+def build_data(args, image_size, context_length, tokenizer=None):
+    """The RunData of a run: every dataset it trains and evaluates on, and its tokenizer."""
+    zeroshot, negatives = [], []
+    if args.train_data:
+        train = open_pairs(args.train_data, args)
+        val = open_pairs(args.val_data, args) if args.val_data else None
+    elif args.dataset == "shapes":
+        train = ShapesDataset(args.train_num_samples, image_size, "train", seed=args.seed)
+        val = ShapesDataset(args.val_num_samples, image_size, "val", seed=args.seed)
+        for name, split in (("zeroshot_seen", "val"), ("zeroshot_unseen", "heldout")):
+            images = ShapesDataset(args.zeroshot_num_samples, image_size, split, seed=args.seed + 1,
+                                   max_objects=1, target="color_shape")
+            zeroshot.append(ZeroShotSet(name, images, images.classnames, images.class_prompts()))
+        negatives = hard_negative_scenes(ShapesDataset(4 * args.zeroshot_num_samples, image_size, "val",
+                                                       seed=args.seed + 2), args.zeroshot_num_samples)
+    else:   # fashion-mnist
+        train = FashionMNIST("train", seed=args.seed)
+        val = FirstN(FashionMNIST("test", seed=args.seed), args.val_num_samples)
+        test = FirstN(FashionMNIST("test", target="label"), 2000)   # 200 per class
+        zeroshot.append(ZeroShotSet("zeroshot_fashion_mnist", test, test.classnames, test.class_prompts()))
+    if args.train_num_samples is not None and not isinstance(train, ShapesDataset):
+        train = FirstN(train, args.train_num_samples)
+    if args.zeroshot_data:
+        classes = ImageClassFolder(args.zeroshot_data, target="label")
+        zeroshot.append(ZeroShotSet("zeroshot_" + os.path.basename(os.path.normpath(args.zeroshot_data)),
+                                    classes, classes.classnames, classes.class_prompts()))
+
+    if tokenizer is None and args.tokenizer:
+        tokenizer = Tokenizer(args.tokenizer, context_length=context_length)
+    if tokenizer is None:
+        tokenizer = train_bpe(captions_of(train), args.vocab_size, context_length=context_length, exact=False)
+    return RunData(train, val, zeroshot, negatives, tokenizer)
+
+
+def hard_negative_scenes(dataset, count):
+    """(image, caption, negatives) for the first `count` two-object scenes of `dataset`."""
+    found = []
+    for i in range(len(dataset)):
+        scene = dataset.scene(i)
+        if len(scene.objects) == 2:
+            image, text = dataset[i]
+            found.append((image, text, hard_negatives(scene)))
+            if len(found) == count:
+                break
+    return found
+
+
+def train_loader(data, args, image_size, shuffle=True):
+    return Loader(data.train, args.batch_size * args.accum_freq, image_transform(image_size, is_train=True),
+                  workers=args.workers, seed=args.seed, shuffle=shuffle, drop_last=True,
+                  tokenize=data.tokenizer, skip_bad_samples=args.skip_bad_samples)
+
+
+def eval_loader(dataset, args, image_size, tokenize=None):
+    return Loader(dataset, 256, image_transform(image_size, is_train=False), workers=args.workers,
+                  shuffle=False, tokenize=tokenize, skip_bad_samples=args.skip_bad_samples)

@@ -1,0 +1,118 @@
+"""The flags of `python -m miniclip.train`: OpenCLIP's names and meanings where OpenCLIP has them.
+
+With no flags at all the command trains the small default model on the built-in shapes dataset
+on the CPU in a few minutes. `resolve(args)` fills the defaults that depend on other flags (the
+run name, the warmup), so the run folder's config.json records every value that was used.
+"""
+import argparse
+import time
+
+SCHEDULERS = ("cosine", "const")
+PRECISIONS = ("fp32",)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m miniclip.train",
+        description="Train a CLIP (or SigLIP) model with miniclip. With no arguments: a small model "
+                    "on the built-in shapes dataset, on the CPU, in a few minutes.")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=("shapes", "fashion-mnist"), default="shapes",
+                      help="built-in data when --train-data is not given (default: shapes)")
+    data.add_argument("--train-data", help="a CSV/TSV file (OpenCLIP's format) or a folder of "
+                                           "name.jpg + name.txt pairs")
+    data.add_argument("--val-data", help="the same kinds, for validation loss and retrieval")
+    data.add_argument("--dataset-type", choices=("auto", "csv", "folder"), default="auto",
+                      help="how to read --train-data/--val-data (auto: a file is CSV, a folder is pairs)")
+    data.add_argument("--zeroshot-data", help="a class-per-folder image tree to classify zero-shot "
+                                              "(class names from the folder names)")
+    data.add_argument("--csv-separator", default="\t", help="column separator of CSV files (default: tab)")
+    data.add_argument("--csv-img-key", default="filepath", help="image-path column (default: filepath)")
+    data.add_argument("--csv-caption-key", default="title", help="caption column (default: title)")
+    data.add_argument("--train-num-samples", type=int,
+                      help="samples per epoch: the size of the generated shapes dataset (default: "
+                           "6400), or the first N samples of other data (default: all)")
+    data.add_argument("--val-num-samples", type=int, default=512,
+                      help="validation pairs of the built-in datasets (default: 512)")
+    data.add_argument("--zeroshot-num-samples", type=int, default=360,
+                      help="images per built-in zero-shot set, and hard-negative scenes (default: 360)")
+    data.add_argument("--workers", type=int, default=2, help="threads preparing batches (default: 2)")
+    data.add_argument("--skip-bad-samples", action="store_true",
+                      help="skip (and count) unreadable images or empty captions instead of stopping")
+    data.add_argument("--tokenizer", help="a BPE merges file (e.g. OpenAI's bpe_simple_vocab_16e6.txt.gz); "
+                                          "default: learn a vocabulary from the training captions")
+    data.add_argument("--vocab-size", type=int, default=1024,
+                      help="size of the vocabulary learned from the captions (default: 1024, "
+                           "fewer if the captions have fewer merges)")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default="tiny-vit-xs",
+                       help="a built-in config name or an OpenCLIP model-config JSON (default: tiny-vit-xs)")
+    model.add_argument("--pretrained", help="start from these weights (.safetensors)")
+    model.add_argument("--siglip", action="store_true",
+                       help="the sigmoid loss; logit scale starts at ln 10 and the bias at -10")
+    model.add_argument("--lock-image", action="store_true", help="freeze the image tower")
+    model.add_argument("--lock-text", action="store_true", help="freeze the text tower")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=5)
+    opt.add_argument("--max-steps", type=int,
+                     help="stop after this many optimizer steps (the schedule is planned for them)")
+    opt.add_argument("--batch-size", type=int, default=128)
+    opt.add_argument("--accum-freq", type=int, default=1,
+                     help="micro-batches per step; the loss still sees all of their negatives")
+    opt.add_argument("--lr", type=float, default=2e-3)
+    opt.add_argument("--wd", type=float, default=0.1, help="weight decay (not on gains, biases, logit_scale)")
+    opt.add_argument("--beta1", type=float, default=0.9)
+    opt.add_argument("--beta2", type=float, default=0.98)
+    opt.add_argument("--eps", type=float, default=1e-6)
+    opt.add_argument("--warmup", type=int, help="warmup steps (default: 10%% of the steps)")
+    opt.add_argument("--lr-scheduler", choices=SCHEDULERS, default="cosine")
+    opt.add_argument("--grad-clip-norm", type=float, help="clip the global gradient norm to this")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    opt.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="auto: the GPU when CuPy sees one, else the CPU")
+
+    run = p.add_argument_group("run folder, checkpoints, evaluation")
+    run.add_argument("--logs", default="./logs", help="where run folders go (default: ./logs)")
+    run.add_argument("--name", help="the run folder's name (default: date, model, lr, batch size)")
+    run.add_argument("--resume", help="a checkpoint to continue from, or 'latest' (needs --name)")
+    run.add_argument("--save-frequency", type=int, default=1, help="save a checkpoint every N epochs")
+    run.add_argument("--zeroshot-frequency", type=int, default=1, help="zero-shot evaluation every N epochs")
+    run.add_argument("--val-frequency", type=int, default=1, help="validation every N epochs")
+    run.add_argument("--log-every-n-steps", type=int, default=1, help="metrics.jsonl line every N steps")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in log files)")
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    check(args)
+    return resolve(args)
+
+
+def check(args):
+    """Refuse combinations that cannot work, naming the flag."""
+    for flag in ("batch_size", "accum_freq", "epochs", "save_frequency", "zeroshot_frequency",
+                 "val_frequency", "log_every_n_steps", "val_num_samples", "zeroshot_num_samples"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    for flag in ("max_steps", "train_num_samples"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.workers < 0:
+        raise SystemExit(f"--workers must be >= 0, got {args.workers}")
+    if args.resume == "latest" and args.name is None:
+        raise SystemExit("--resume latest needs --name: the run folder whose latest checkpoint to load")
+    if args.lock_image and args.lock_text:
+        raise SystemExit("--lock-image and --lock-text together leave nothing to train")
+
+
+def resolve(args):
+    if args.train_num_samples is None and args.train_data is None and args.dataset == "shapes":
+        args.train_num_samples = 6400
+    if args.name is None:
+        args.name = (f"{time.strftime('%Y_%m_%d-%H_%M_%S')}-model_{args.model.replace('/', '_')}"
+                     f"-lr_{args.lr:g}-b_{args.batch_size}")
+    return args

@@ -1,0 +1,239 @@
+"""python -m miniclip.train end to end, on a tiny model: learning, the run folder, exact resume,
+Ctrl-C, interrupted checkpoint writes, NaN, bad data, --accum-freq, CSV separators."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import miniclip
+from miniclip import train
+from miniclip.checkpoint import load_safetensors
+from miniclip.training.plots import read_metrics
+
+
+def run(flags, name):
+    """Train in this process; return (exit code, the run folder)."""
+    code = train.main(flags + ["--name", name])
+    logs = flags[flags.index("--logs") + 1]
+    return code, os.path.join(logs, name)
+
+
+def step_losses(run_folder):
+    return [(r["step"], r["loss"]) for r in read_metrics(os.path.join(run_folder, "metrics.jsonl")) if "loss" in r]
+
+
+def test_loss_falls_and_the_run_folder_has_everything(run_flags):
+    code, folder = run(run_flags + ["--epochs", "6", "--lr", "3e-3", "--wd", "0"], "learns")
+    assert code == 0
+    losses = [loss for _, loss in step_losses(folder)]
+    assert len(losses) == 24
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.2, losses   # from about ln 16 = 2.77
+    assert len({r["logit_scale"] for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if "loss" in r}) > 20
+    config = json.load(open(os.path.join(folder, "config.json")))
+    assert config["args"]["batch_size"] == 16 and config["total_steps"] == 24
+    assert config["model_config"]["text_cfg"]["vocab_size"] == config["tokenizer_vocab_size"] <= 600
+    evals = [r for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if "eval" in r]
+    assert [r["step"] for r in evals] == [0, 4, 8, 12, 16, 20, 24]   # before training, then every epoch
+    for key in ("zeroshot_seen_top1", "zeroshot_seen_top5", "zeroshot_unseen_top1", "val_loss",
+                "val_image_to_text_R@1", "val_text_to_image_median_rank", "hard_negatives_swap_colors",
+                "hard_negatives_reverse_relation"):
+        assert key in evals[-1]["eval"]
+    assert sorted(os.listdir(os.path.join(folder, "checkpoints"))) == [f"epoch_{e}.safetensors" for e in range(1, 7)]
+    for plot in ("training.png", "accuracy.png", "similarity.png"):
+        assert Image.open(os.path.join(folder, "plots", plot)).size[0] > 100
+    # A checkpoint is also a model file: weights, config and tokenizer.
+    model, tokenizer = miniclip.load_model(os.path.join(folder, "checkpoints", "epoch_6.safetensors"))
+    assert tokenizer.vocab_size == model.vocab_size
+    assert float(np.exp(model.logit_scale.data)) <= 100
+
+
+def test_resume_from_an_epoch_checkpoint_gives_the_same_losses(run_flags, tmp_path):
+    flags = run_flags + ["--epochs", "2"]
+    _, whole = run(flags, "whole")
+    # A second run that only has the first epoch's checkpoint continues from it in a new process state.
+    resumed = os.path.join(tmp_path / "logs", "resumed", "checkpoints")
+    os.makedirs(resumed)
+    os.link(os.path.join(whole, "checkpoints", "epoch_1.safetensors"), os.path.join(resumed, "epoch_1.safetensors"))
+    code, folder = run(flags + ["--resume", "latest"], "resumed")
+    assert code == 0
+    assert step_losses(folder) == step_losses(whole)[4:]   # steps 5-8, bit for bit
+
+
+def test_ctrl_c_saves_and_resume_latest_continues_exactly(run_flags, tmp_path):
+    flags = run_flags + ["--epochs", "3", "--train-num-samples", "96"]   # 6 steps an epoch, 18 in all
+    _, whole = run(flags, "whole")
+    command = [sys.executable, "-m", "miniclip.train", *flags, "--name", "stopped"]
+    folder = os.path.join(tmp_path / "logs", "stopped")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = os.path.join(folder, "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and (not os.path.exists(metrics) or len(step_losses(folder)) < 2):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "--resume latest" in output
+    done = len(step_losses(folder))
+    assert 2 <= done < 18
+    if done % 6:   # stopped mid-epoch
+        assert os.path.exists(os.path.join(folder, "checkpoints", f"step_{done}.safetensors"))
+    code, folder = run(flags + ["--resume", "latest"], "stopped")
+    assert code == 0
+    assert step_losses(folder) == step_losses(whole)
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_one_usable(run_flags, monkeypatch, tmp_path):
+    flags = run_flags + ["--epochs", "2"]
+    real_save, real_fsync, saves = train.save_training_state, os.fsync, []
+
+    def disk_full(fd):
+        raise OSError("disk full (simulated)")
+
+    def second_save_fails_in_the_write(*args):
+        saves.append(1)
+        if len(saves) == 2:
+            monkeypatch.setattr(os, "fsync", disk_full)   # the data is written, the file not yet renamed
+        real_save(*args)
+
+    monkeypatch.setattr(train, "save_training_state", second_save_fails_in_the_write)
+    with pytest.raises(OSError, match="disk full"):
+        run(flags, "crash")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    checkpoints = os.path.join(tmp_path / "logs", "crash", "checkpoints")
+    assert sorted(os.listdir(checkpoints)) == ["epoch_1.safetensors"]   # no half-written file, no temp file
+    code, folder = run(flags + ["--resume", "latest"], "crash")
+    assert code == 0 and os.path.exists(os.path.join(checkpoints, "epoch_2.safetensors"))
+
+
+def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(run_flags, monkeypatch, tmp_path):
+    real_step, steps = train.forward_backward, []
+
+    def nan_at_step_6(*args):
+        steps.append(1)
+        return float("nan") if len(steps) == 6 else real_step(*args)
+
+    monkeypatch.setattr(train, "forward_backward", nan_at_step_6)
+    with pytest.raises(SystemExit, match=r"the loss is nan at step 6.*epoch_1.safetensors"):
+        run(run_flags + ["--epochs", "2"], "nan")
+    assert os.listdir(os.path.join(tmp_path / "logs", "nan", "checkpoints")) == ["epoch_1.safetensors"]
+
+
+def test_accum_freq_gives_the_large_batch_gradient(tiny_model):
+    """Two micro-batches of 4 with cached features = one batch of 8, for every parameter."""
+    miniclip.manual_seed(0)
+    config = json.load(open(tiny_model))
+    config["text_cfg"]["vocab_size"] = 600
+    model = miniclip.create_model(config).double()
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((8, 3, 16, 16))
+    tokens = np.zeros((8, 24), np.int64)
+    tokens[:, 0], tokens[:, 1:6], tokens[:, 6] = 598, rng.integers(1, 500, (8, 5)), 599   # SOT ... EOT
+    gradients = []
+    for accum_freq in (1, 2, 4):
+        model.zero_grad()
+        loss = train.forward_backward(model, images, tokens, accum_freq)
+        gradients.append((loss, {name: p.grad.copy() for name, p in model.named_parameters()}))
+    (loss1, g1) = gradients[0]
+    for loss, g in gradients[1:]:
+        assert loss == pytest.approx(loss1, rel=1e-12)
+        for name in g1:
+            np.testing.assert_allclose(g[name], g1[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_the_logit_scale_is_clamped_to_100(run_flags, tiny_model):
+    config = json.load(open(tiny_model))
+    config["init_logit_scale"] = 5.0   # exp(5) = 148
+    with open(tiny_model, "w") as f:
+        json.dump(config, f)
+    code, folder = run(run_flags + ["--max-steps", "2"], "clamped")
+    scales = [r["logit_scale"] for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if "loss" in r]
+    assert scales[0] == pytest.approx(100) and max(scales) <= 100 * (1 + 1e-6)
+
+
+def test_siglip_starts_at_its_init_and_trains(run_flags):
+    code, folder = run(run_flags + ["--siglip", "--max-steps", "3"], "siglip")
+    assert code == 0
+    model, _ = miniclip.load_model(glob.glob(os.path.join(folder, "checkpoints", "*"))[0])
+    assert model.logit_bias is not None
+    config = json.load(open(os.path.join(folder, "config.json")))["model_config"]
+    assert config["init_logit_scale"] == pytest.approx(np.log(10)) and config["init_logit_bias"] == -10
+
+
+def test_lock_image_leaves_the_image_tower_unchanged(run_flags):
+    miniclip.manual_seed(0)
+    code, folder = run(run_flags + ["--lock-image", "--max-steps", "2"], "locked")
+    tensors, _ = load_safetensors(glob.glob(os.path.join(folder, "checkpoints", "*"))[0])
+    miniclip.manual_seed(0)   # the run seeds with --seed 0 before building the model: the same init
+    config = json.load(open(os.path.join(folder, "config.json")))["model_config"]
+    fresh = miniclip.create_model(config).state_dict()
+    assert all(np.array_equal(tensors[k], fresh[k].data) for k in fresh if k.startswith("visual."))
+    assert not np.array_equal(tensors["text_projection"], fresh["text_projection"].data)
+
+
+def write_pairs(folder, n, separator, broken=()):
+    rng = np.random.default_rng(0)
+    lines = [separator.join(["filepath", "title"])]
+    for i in range(n):
+        if i not in broken:
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        lines.append(separator.join([f"{i}.png", f"a picture number {i}"]))
+    return lines
+
+
+@pytest.mark.parametrize("separator, extension", [("\t", "tsv"), (",", "csv")])
+def test_trains_on_a_csv_file(run_flags, tmp_path, separator, extension):
+    path = tmp_path / f"pairs.{extension}"
+    path.write_text("\n".join(write_pairs(tmp_path, 32, separator)) + "\n")
+    flags = run_flags + ["--train-data", str(path), "--val-data", str(path), "--max-steps", "2"]
+    if separator == ",":
+        with pytest.warns(UserWarning, match="read as comma-separated"):
+            code, folder = run(flags, "csv")
+    else:
+        code, folder = run(flags, "tsv")
+    assert code == 0 and len(step_losses(folder)) == 2
+    evals = [r for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if "eval" in r]
+    assert "val_image_to_text_R@1" in evals[-1]["eval"]
+
+
+def test_bad_data_is_an_error_naming_the_file_or_skipped_and_counted(run_flags, tmp_path, capsys):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("\n".join(write_pairs(tmp_path, 40, "\t", broken=(3,))) + "\n")
+    flags = run_flags + ["--train-data", str(path), "--epochs", "1", "--batch-size", "8"]
+    with pytest.raises(Exception, match=r"pairs.tsv line 5.*3.png"):
+        run(flags, "bad")
+    with pytest.warns(UserWarning, match="skipped 1 bad samples"):
+        code, _ = run(flags + ["--skip-bad-samples"], "skipped")
+    assert code == 0
+    assert "skipped 1 bad samples" in capsys.readouterr().out
+
+
+def test_wrong_column_name_and_missing_data_are_clear_errors(run_flags, tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("\n".join(write_pairs(tmp_path, 4, "\t")) + "\n")
+    with pytest.raises(Exception, match="caption"):
+        run(run_flags + ["--train-data", str(path), "--csv-caption-key", "caption"], "columns")
+    with pytest.raises(SystemExit, match="data not found: .*nowhere.tsv"):
+        run(run_flags + ["--train-data", str(tmp_path / "nowhere.tsv")], "missing")
+
+
+def test_bad_flags_are_refused(run_flags):
+    with pytest.raises(SystemExit, match="--batch-size must be at least 1"):
+        train.main(run_flags + ["--batch-size", "0"])
+    with pytest.raises(SystemExit, match="--resume latest needs --name"):
+        train.main(run_flags + ["--resume", "latest"])
+    if not miniclip.has_gpu():
+        with pytest.raises(SystemExit, match="--device cuda: CuPy cannot see a CUDA GPU"):
+            train.main(run_flags + ["--device", "cuda"])
+
+
+def test_resume_refuses_flags_that_change_the_data(run_flags):
+    run(run_flags + ["--max-steps", "2"], "r")
+    with pytest.raises(SystemExit, match="--batch-size 8 .*the checkpoint has 16"):
+        run(run_flags + ["--max-steps", "2", "--resume", "latest", "--batch-size", "8"], "r")
