@@ -20,7 +20,10 @@ AdamW (Loshchilov & Hutter 2019, torch.optim.AdamW), step t = 1, 2, ...:
     v  = beta2 v + (1 - beta2) g^2                          second moment
     p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-Checked step for step against torch.optim in tests/test_optim.py, with save/load resuming
+AdamW.step runs this update as one fused pass per parameter (miniclip.kernels.adamw: Numba on
+the CPU, numba.cuda on the GPU, the array-operation reference under kernels.use("reference")).
+
+Checked step for step against torch.optim in tests/test_optim.py (in both kernel modes), with save/load resuming
 bit for bit, clip_grad_norm against torch.nn.utils.clip_grad_norm_, and the schedules against
 hand-computed values.
 """
@@ -29,6 +32,7 @@ import math
 import numpy as np
 
 from miniclip.backend import get_array_module, to_device, to_numpy
+from miniclip.kernels import adamw as adamw_kernels
 
 
 class Optimizer:
@@ -137,7 +141,8 @@ class SGD(Optimizer):
 
 class AdamW(Optimizer):
     """Adam with decoupled weight decay: the decay shrinks the weights directly instead of being
-    added to the gradient, so it is not rescaled by Adam's per-parameter step sizes."""
+    added to the gradient, so it is not rescaled by Adam's per-parameter step sizes. Each step is
+    the fused kernel miniclip.kernels.adamw.adamw_step (the update in the module docstring)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
@@ -148,7 +153,6 @@ class AdamW(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
                 xp = get_array_module(p.data)
                 state = self.state.setdefault(p, {})
                 if not state:
@@ -156,16 +160,9 @@ class AdamW(Optimizer):
                     state["exp_avg"] = xp.zeros_like(p.data)
                     state["exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
-                t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-
-                p.data *= 1 - lr * wd
-                m += (1 - beta1) * (g - m)       # = beta1 m + (1 - beta1) g, as torch's lerp computes it
-                v *= beta2
-                v += (1 - beta2) * (g * g)
-                # The moments start at 0, so early on they are biased towards 0 by beta^t: divide it out.
-                step_size = lr / (1 - beta1 ** t)
-                denominator = xp.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps
-                p.data -= step_size * (m / denominator)
+                grad = xp.asarray(p.grad, dtype=p.dtype)      # a 0-d gradient may be a NumPy scalar
+                adamw_kernels.adamw_step(p.data, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                                         lr, beta1, beta2, eps, wd)
 
 
 def clip_grad_norm(parameters, max_norm):

@@ -1,4 +1,4 @@
-"""Optimizers step for step against torch.optim, exact resume from a state_dict, gradient
+"""Optimizers step for step against torch.optim (AdamW in both kernel modes), exact resume from a state_dict, gradient
 clipping against torch, the learning-rate schedules against hand-computed values, and a small
 MLP that AdamW must fit."""
 import math
@@ -85,11 +85,15 @@ ADAMW_CONFIGS = {
 
 
 @pytest.mark.oracle
+@pytest.mark.parametrize("mode", ["fast", "reference"])
 @pytest.mark.parametrize("dtype, tolerance", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("config", ADAMW_CONFIGS.values(), ids=ADAMW_CONFIGS.keys())
-def test_adamw_matches_torch_step_for_step(torch, config, dtype, tolerance):
-    run_both(torch, lambda ours, theirs, kw: (optim.AdamW(ours, **kw), torch.optim.AdamW(theirs, **kw)),
-             config, dtype, tolerance)
+def test_adamw_matches_torch_step_for_step(torch, config, dtype, tolerance, mode):
+    """AdamW.step runs the fused kernel (kernels/adamw): Numba in "fast" mode, the array-operation
+    reference in "reference" mode; both must follow torch."""
+    with miniclip.kernels.use(mode):
+        run_both(torch, lambda ours, theirs, kw: (optim.AdamW(ours, **kw), torch.optim.AdamW(theirs, **kw)),
+                 config, dtype, tolerance)
 
 
 def test_groups_take_the_defaults_they_do_not_set():

@@ -13,19 +13,9 @@ Implementations (see each file's docstring):
 Which one runs: the reference when miniclip.kernels.mode() == "reference", else numba_cpu for
 NumPy arrays and the newest numba_cuda version for CuPy arrays.
 """
-from miniclip.backend import is_cupy_array
-
-from .. import mode
-from . import numba_cpu, reference
+from .. import pick
 
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
     """Update param, exp_avg and exp_avg_sq in place by one AdamW step (step counts from 1)."""
-    if mode() == "reference":
-        implementation = reference
-    elif is_cupy_array(param):
-        from . import numba_cuda          # imported on first GPU use: numba.cuda is slow to import
-        implementation = numba_cuda
-    else:
-        implementation = numba_cpu
-    implementation.adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay)
+    pick("adamw", param).adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay)

@@ -16,26 +16,14 @@ Implementations (see each file's docstring):
 Which one runs: the reference when miniclip.kernels.mode() == "reference", else numba_cpu for
 NumPy arrays and the newest numba_cuda version for CuPy arrays.
 """
-from miniclip.backend import is_cupy_array
-
-from .. import mode
-from . import numba_cpu, reference
-
-
-def _implementation(q):
-    if mode() == "reference":
-        return reference
-    if is_cupy_array(q):
-        from . import numba_cuda          # imported on first GPU use: numba.cuda is slow to import
-        return numba_cuda
-    return numba_cpu
+from .. import pick
 
 
 def attention_forward(q, k, v, scale, is_causal=False, mask=None):
     """softmax(scale * q k^T + mask) v for (B, H, T, d) arrays; returns (o, lse)."""
-    return _implementation(q).attention_forward(q, k, v, scale, is_causal=is_causal, mask=mask)
+    return pick("attention", q).attention_forward(q, k, v, scale, is_causal=is_causal, mask=mask)
 
 
 def attention_backward(q, k, v, o, lse, do, scale, is_causal=False, mask=None):
     """Gradients (dq, dk, dv) of attention_forward, given its (o, lse) and the upstream do."""
-    return _implementation(q).attention_backward(q, k, v, o, lse, do, scale, is_causal=is_causal, mask=mask)
+    return pick("attention", q).attention_backward(q, k, v, o, lse, do, scale, is_causal=is_causal, mask=mask)

@@ -17,21 +17,14 @@ Which one runs: the reference when miniclip.kernels.mode() == "reference"; other
 path when it applies (on either device), else numba_cpu for NumPy arrays and the newest
 numba_cuda version for CuPy arrays.
 """
-from miniclip.backend import is_cupy_array
-
-from .. import mode
-from . import numba_cpu, patch_embed, reference
+from .. import mode, pick
+from . import patch_embed
 
 
 def _implementation(x, w, stride, padding):
-    if mode() == "reference":
-        return reference
-    if w.ndim == 4 and patch_embed.is_patch_embedding(w, stride, padding):
+    if mode() == "fast" and w.ndim == 4 and patch_embed.is_patch_embedding(w, stride, padding):
         return patch_embed
-    if is_cupy_array(x):
-        from . import numba_cuda          # imported on first GPU use: numba.cuda is slow to import
-        return numba_cuda
-    return numba_cpu
+    return pick("conv2d", x)
 
 
 def conv2d_forward(x, w, b, stride, padding):

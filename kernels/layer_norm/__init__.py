@@ -9,19 +9,9 @@ Which one runs: reference.py in `miniclip.kernels.use("reference")` mode, otherw
 for NumPy arrays and the newest numba_cuda version for CuPy arrays. x may have any leading
 dimensions, (..., C); mean and rstd have shape x.shape[:-1] and are float64.
 """
-from miniclip import kernels
-from miniclip.backend import get_array_module, is_cupy_array
+from miniclip.backend import get_array_module
 
-from . import numba_cpu, reference
-
-
-def _implementation(x):
-    if kernels.mode() == "reference":
-        return reference
-    if is_cupy_array(x):
-        from . import numba_cuda       # imported on first use: numba.cuda is slow to import
-        return numba_cuda
-    return numba_cpu
+from .. import pick
 
 
 def _float_array(name, x, min_ndim=0):
@@ -59,7 +49,7 @@ def layer_norm_forward(x, weight, bias, eps=1e-5):
     if not eps > 0:
         raise ValueError(f"eps: expected a positive number, got {eps!r}")
     x2, lead = _rows(x)
-    y, mean, rstd = _implementation(x).layer_norm_forward(x2, weight, bias, eps)
+    y, mean, rstd = pick("layer_norm", x).layer_norm_forward(x2, weight, bias, eps)
     return y.reshape(x.shape), mean.reshape(lead), rstd.reshape(lead)
 
 
@@ -72,7 +62,7 @@ def layer_norm_backward(dy, x, weight, mean, rstd):
     mean = _like("mean", mean, x.shape[:-1], "float64")
     rstd = _like("rstd", rstd, x.shape[:-1], "float64")
     x2, _ = _rows(x)
-    dx, dweight, dbias = _implementation(x).layer_norm_backward(
+    dx, dweight, dbias = pick("layer_norm", x).layer_norm_backward(
         dy.reshape(x2.shape), x2, weight, mean.reshape(-1), rstd.reshape(-1))
     return dx.reshape(x.shape), dweight, dbias
 
@@ -80,24 +70,24 @@ def layer_norm_backward(dy, x, weight, mean, rstd):
 def gelu_forward(x):
     """gelu(x) = x * (1 + erf(x / sqrt 2)) / 2, elementwise, any shape."""
     x = _float_array("x", x)
-    return _implementation(x).gelu_forward(x)
+    return pick("layer_norm", x).gelu_forward(x)
 
 
 def gelu_backward(dy, x):
     """dx = dy * gelu'(x), gelu'(x) = Phi(x) + x * phi(x)."""
     x = _float_array("x", x)
     dy = _like("dy", dy, x.shape, x.dtype)
-    return _implementation(x).gelu_backward(dy, x)
+    return pick("layer_norm", x).gelu_backward(dy, x)
 
 
 def quick_gelu_forward(x):
     """quick_gelu(x) = x * sigmoid(1.702 x), elementwise, any shape (CLIP's original activation)."""
     x = _float_array("x", x)
-    return _implementation(x).quick_gelu_forward(x)
+    return pick("layer_norm", x).quick_gelu_forward(x)
 
 
 def quick_gelu_backward(dy, x):
     """dx = dy * (s + 1.702 x s (1 - s)), s = sigmoid(1.702 x)."""
     x = _float_array("x", x)
     dy = _like("dy", dy, x.shape, x.dtype)
-    return _implementation(x).quick_gelu_backward(dy, x)
+    return pick("layer_norm", x).quick_gelu_backward(dy, x)

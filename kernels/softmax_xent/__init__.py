@@ -13,19 +13,9 @@ cupy_raw.py (CUDA C). Which one runs: reference.py in `miniclip.kernels.use("ref
 mode, otherwise numba_cpu for NumPy arrays and the newest numba_cuda version for CuPy arrays.
 lse is always float64 (see reference.py); every other output has the logits' dtype.
 """
-from miniclip import kernels
-from miniclip.backend import get_array_module, is_cupy_array
+from miniclip.backend import get_array_module
 
-from . import numba_cpu, reference
-
-
-def _implementation(x):
-    if kernels.mode() == "reference":
-        return reference
-    if is_cupy_array(x):
-        from . import numba_cuda       # imported on first use: numba.cuda is slow to import
-        return numba_cuda
-    return numba_cpu
+from .. import pick
 
 
 def _float_matrix(name, x):
@@ -65,7 +55,7 @@ def softmax_xent_forward(logits, targets):
     logits = _float_matrix("logits", logits)
     N, C = logits.shape
     targets = _targets(targets, N, C)
-    return _implementation(logits).softmax_xent_forward(logits, targets)
+    return pick("softmax_xent", logits).softmax_xent_forward(logits, targets)
 
 
 def softmax_xent_backward(logits, targets, lse, dy):
@@ -75,7 +65,7 @@ def softmax_xent_backward(logits, targets, lse, dy):
     targets = _targets(targets, N, C)
     lse = _vector("lse", lse, N, "float64")
     dy = _vector("dy", dy, N, logits.dtype)
-    return _implementation(logits).softmax_xent_backward(logits, targets, lse, dy)
+    return pick("softmax_xent", logits).softmax_xent_backward(logits, targets, lse, dy)
 
 
 def _square(logits):
@@ -89,7 +79,7 @@ def clip_loss_forward(logits):
     """(loss, lse_row, lse_col): the CLIP loss (0-d, logits' dtype) of logits (B, B), whose
     diagonal holds the positive pairs, and the row and column lse (B,) float64."""
     logits = _square(logits)
-    return _implementation(logits).clip_loss_forward(logits)
+    return pick("softmax_xent", logits).clip_loss_forward(logits)
 
 
 def clip_loss_backward(logits, lse_row, lse_col, dy=1.0, sims=None):
@@ -109,4 +99,4 @@ def clip_loss_backward(logits, lse_row, lse_col, dy=1.0, sims=None):
             raise ValueError(f"sims: expected shape {logits.shape} dtype {logits.dtype}, "
                              f"got shape {sims.shape} dtype {sims.dtype}")
         sims = get_array_module(sims).ascontiguousarray(sims)
-    return _implementation(logits).clip_loss_backward(logits, lse_row, lse_col, dy, sims)
+    return pick("softmax_xent", logits).clip_loss_backward(logits, lse_row, lse_col, dy, sims)

@@ -13,13 +13,17 @@ Subtracting the maximum m changes nothing mathematically (it cancels) but keeps 
 
 softmax, log_softmax and gelu are Functions with hand-derived backwards (the math is in their
 docstrings); the others are composed from the primitives, and autograd derives their backward.
+gelu (exact) and quick_gelu run fused elementwise kernels (miniclip.kernels.layer_norm: one
+pass forward, one backward) on float arrays; Gelu and quick_gelu_composed stay as their oracles.
 Checked by tests/functional/test_activation.py: float64 gradcheck, torch.nn.functional on the
-same inputs (values and gradients), rows of +-1e4, and dropout's mask statistics.
+same inputs (values and gradients), the fused against the composed versions in both kernel
+modes, rows of +-1e4, and dropout's mask statistics.
 """
 import math
 
 from miniclip.backend import erf, get_array_module, to_device
 from miniclip.creation import get_rng
+from miniclip.kernels import layer_norm as activation_kernels
 from miniclip.ops import minimum, sigmoid, tanh
 from miniclip.tensor import Function, Tensor, as_tensor
 
@@ -79,6 +83,32 @@ class Gelu(Function):
         return dy * (self.cdf + self.x * pdf)
 
 
+class FusedGelu(Function):
+    """Gelu's forward and backward, each one kernel pass (miniclip.kernels.layer_norm.gelu_*)."""
+
+    def forward(self, x):
+        self.x = x
+        return activation_kernels.gelu_forward(x)
+
+    def backward(self, dy):
+        return activation_kernels.gelu_backward(dy, self.x)
+
+
+class FusedQuickGelu(Function):
+    """x sigmoid(1.702 x) and its derivative s + 1.702 x s (1 - s), each one kernel pass."""
+
+    def forward(self, x):
+        self.x = x
+        return activation_kernels.quick_gelu_forward(x)
+
+    def backward(self, dy):
+        return activation_kernels.quick_gelu_backward(dy, self.x)
+
+
+def _is_float(x):
+    return x.dtype.name in ("float32", "float64")
+
+
 def softmax(x, dim=-1):
     return Softmax.apply(x, dim=dim)
 
@@ -103,7 +133,8 @@ def gelu(x, approximate="none"):
     """Exact gelu x Phi(x); approximate='tanh' gives the tanh formula (as torch), composed:
     x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     if approximate == "none":
-        return Gelu.apply(x)
+        x = as_tensor(x)
+        return FusedGelu.apply(x) if _is_float(x) else Gelu.apply(x)
     if approximate == "tanh":
         x = as_tensor(x)
         return 0.5 * x * (1 + tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
@@ -112,6 +143,12 @@ def gelu(x, approximate="none"):
 
 def quick_gelu(x):
     """x sigmoid(1.702 x): the sigmoid approximation of gelu that OpenAI's CLIP was trained with."""
+    x = as_tensor(x)
+    return FusedQuickGelu.apply(x) if _is_float(x) else quick_gelu_composed(x)
+
+
+def quick_gelu_composed(x):
+    """quick_gelu from the primitives (autograd derives the backward): the fused kernel's oracle."""
     return x * sigmoid(1.702 * as_tensor(x))
 
 

@@ -17,13 +17,18 @@ Pooling reuses the columns: avg_pool2d and max_pool2d are unfold (im2col as an o
 col2im) followed by the mean or max primitive over each window. adaptive_avg_pool2d is linear and
 separable: y = P_h @ x @ P_w^T with averaging matrices P built from torch's bins.
 
-conv2d and unfold are Functions with hand-derived backwards; the pools are composed. Checked by
-tests/functional/test_conv.py: float64 gradcheck (stride 2, padding 1, odd sizes) and
+conv2d and unfold are Functions with hand-derived backwards; the pools are composed. conv2d
+runs the kernels of miniclip.kernels.conv2d (im2col in Numba + one BLAS GEMM on the CPU, the
+patch-embedding reshape + GEMM when kernel == stride and padding is 0) through FusedConv2d; the
+Conv2d Function here stays as their test oracle and takes dilation > 1 and mixed dtypes, which
+the kernels do not. Checked by tests/functional/test_conv.py: float64 gradcheck (stride 2,
+padding 1, odd sizes, a patch embedding), the fused against Conv2d in both kernel modes, and
 torch.nn.functional on the same inputs (values and gradients), and the channel-mismatch error.
 """
 import numpy as np
 
 from miniclip.backend import get_array_module, to_device
+from miniclip.kernels import conv2d as conv2d_kernels
 from miniclip.ops import matmul, transpose
 from miniclip.tensor import Function, Tensor, as_tensor
 
@@ -102,6 +107,18 @@ class Conv2d(Function):
         return dx, dw, db
 
 
+class FusedConv2d(Function):
+    """conv2d by miniclip.kernels.conv2d: inputs (x, weight) or (x, weight, bias)."""
+
+    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
+        self.x, self.weight, self.stride, self.padding = x, weight, stride, padding
+        return conv2d_kernels.conv2d_forward(x, weight, bias, stride, padding)   # (B, O, Ho, Wo)
+
+    def backward(self, dy):
+        dx, dw, db = conv2d_kernels.conv2d_backward(dy, self.x, self.weight, self.stride, self.padding)
+        return (dx, dw, db)[:len(self.inputs)]
+
+
 class Unfold(Function):
     """im2col as an op, in torch's layout (B, C kh kw, L); its backward is col2im. pad_value is
     what the padding reads as: 0 for convolution and average pooling, -inf for max pooling."""
@@ -137,7 +154,8 @@ def _check_output_size(op, x, kernel_size, stride, padding, dilation):
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """torch.nn.functional.conv2d (without groups): x (B, C, H, W), weight (O, C, kh, kw),
-    bias (O,) -> (B, O, Ho, Wo). A missing bias acts as zeros (a constant, no gradient)."""
+    bias (O,) -> (B, O, Ho, Wo). A missing bias acts as zeros (a constant, no gradient).
+    FusedConv2d runs when dilation is 1 and x, weight, bias share a float dtype, else Conv2d."""
     x, weight = as_tensor(x), as_tensor(weight)
     _check_image("conv2d", x)
     if weight.ndim != 4 or weight.shape[1] != x.shape[1]:
@@ -147,6 +165,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
         raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     _check_output_size("conv2d", x, weight.shape[2:], stride, padding, dilation)
+    dtypes = {t.dtype for t in (x, weight, bias) if t is not None}
+    if dilation == (1, 1) and len(dtypes) == 1 and x.dtype.name in ("float32", "float64") and x.size:
+        inputs = (x, weight) if bias is None else (x, weight, bias)
+        return FusedConv2d.apply(*inputs, stride=stride, padding=padding)
     if bias is None:
         bias = Tensor(get_array_module(x.data).zeros(weight.shape[0], dtype=x.dtype))
     return Conv2d.apply(x, weight, bias, stride=stride, padding=padding, dilation=dilation)

@@ -9,11 +9,15 @@ batch_norm normalises each channel (dimension 1) over the batch and every spatia
 the batch's statistics in training (and it updates the running ones) or the running ones in
 evaluation. normalize divides by the p-norm: y = x / max(||x||_p, eps).
 
-layer_norm is a Function with a hand-derived backward (below); batch_norm and normalize are
-composed from the primitives. Checked by tests/functional/test_normalization.py: float64
-gradcheck, torch.nn.functional on the same inputs (values, gradients, running statistics).
+layer_norm runs the fused kernel miniclip.kernels.layer_norm (one pass for mean and variance,
+see kernels/layer_norm/) through FusedLayerNorm; LayerNorm, with the hand-derived backward below
+written in array operations, stays as its test oracle. batch_norm and normalize are composed
+from the primitives. Checked by tests/functional/test_normalization.py: float64 gradcheck of
+both Functions, the fused against LayerNorm in both kernel modes, torch.nn.functional on the
+same inputs (values, gradients, running statistics).
 """
 from miniclip.backend import get_array_module
+from miniclip.kernels import layer_norm as layer_norm_kernels
 from miniclip.ops import clamp, reshape
 from miniclip.tensor import Function, Tensor, as_tensor
 
@@ -49,9 +53,28 @@ class LayerNorm(Function):
         return dx, dw, db
 
 
+class FusedLayerNorm(Function):
+    """LayerNorm's forward and backward by the fused kernel (miniclip.kernels.layer_norm), which
+    normalises over the last dimension: the `n_dims` trailing dimensions are flattened into one."""
+
+    def forward(self, x, weight, bias, n_dims=1, eps=1e-5):
+        rows = x.shape[:x.ndim - n_dims] + (-1,)
+        self.x, self.weight = x.reshape(rows), weight.reshape(-1)               # (..., n), (n,)
+        y, self.mean, self.rstd = layer_norm_kernels.layer_norm_forward(self.x, self.weight,
+                                                                       bias.reshape(-1), eps)
+        return y.reshape(x.shape)
+
+    def backward(self, dy):
+        dx, dw, db = layer_norm_kernels.layer_norm_backward(dy.reshape(self.x.shape), self.x, self.weight,
+                                                            self.mean, self.rstd)
+        x, weight, bias = self.inputs
+        return dx.reshape(x.shape), dw.reshape(weight.shape), db.reshape(bias.shape)
+
+
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.layer_norm: normalise over the trailing dims `normalized_shape`.
-    A missing weight acts as ones and a missing bias as zeros (constants, no gradient)."""
+    A missing weight acts as ones and a missing bias as zeros (constants, no gradient).
+    The fused kernel runs when x, weight and bias share a float dtype, else LayerNorm."""
     x = as_tensor(x)
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     n_dims = len(normalized_shape)
@@ -64,7 +87,9 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     xp = get_array_module(x.data)
     weight = weight if weight is not None else Tensor(xp.ones(normalized_shape, dtype=x.dtype))
     bias = bias if bias is not None else Tensor(xp.zeros(normalized_shape, dtype=x.dtype))
-    return LayerNorm.apply(x, weight, bias, n_dims=n_dims, eps=eps)
+    fused = x.dtype.name in ("float32", "float64") and x.dtype == weight.dtype == bias.dtype
+    Fn = FusedLayerNorm if fused and x.size else LayerNorm
+    return Fn.apply(x, weight, bias, n_dims=n_dims, eps=eps)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
