@@ -1,8 +1,10 @@
-"""Benchmarks: `python -m miniclip.bench kernels` times every kernel implementation side by side.
+"""Benchmarks: `python -m miniclip.bench kernels` times every kernel implementation side by side;
+`python -m miniclip.bench step` times a whole training step (miniclip/bench_step.py).
 
     python -m miniclip.bench kernels                       # every family, torch too when installed
     python -m miniclip.bench kernels --family attention --repeat 20
     python -m miniclip.bench kernels --json results.jsonl
+    python -m miniclip.bench step --model tiny-vit-s --batch 64 --vs-openclip
 
 Each kernel family has a `bench.py` whose `benchmarks(torch)` yields
 `(case, {implementation: zero-argument callable}, (unit, work))`, where unit is "GB/s" (work in
@@ -80,7 +82,25 @@ def main(argv=None):
     kernels.add_argument("--warmup", type=int, default=2, help="untimed calls first (Numba compiles)")
     kernels.add_argument("--no-torch", action="store_true", help="skip torch even when it is installed")
     kernels.add_argument("--json", metavar="FILE", help="also write one JSON line per case to FILE")
+    step = commands.add_parser("step", help="time one training step, phase by phase (and vs OpenCLIP)")
+    step.add_argument("--model", default="tiny-vit-s", help="a built-in config name or a config JSON")
+    step.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 64)")
+    step.add_argument("--steps", type=int, default=5, help="timed steps (median)")
+    step.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    step.add_argument("--vs-openclip", action="store_true", help="alternate with OpenCLIP on the same config")
+    step.add_argument("--threads", type=int, default=2, help="torch's threads for --vs-openclip")
+    step.add_argument("--json", metavar="FILE", help="also append one JSON line per batch size to FILE")
     args = parser.parse_args(argv)
+
+    if args.command == "step":
+        from miniclip import bench_step
+        for batch in args.batch or [64]:
+            result = bench_step.run(args.model, batch, args.steps, args.warmup, args.vs_openclip, args.threads)
+            bench_step.print_result(result)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(result) + "\n")
+        return
 
     results = run_kernels(args.family or FAMILIES, args.repeat, args.warmup, not args.no_torch)
     print_table(results)

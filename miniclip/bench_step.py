@@ -1,0 +1,219 @@
+"""`python -m miniclip.bench step`: the time of one training step, phase by phase, and vs OpenCLIP.
+
+    python -m miniclip.bench step --model tiny-vit-s --batch 64
+    python -m miniclip.bench step --model tiny-vit-s --batch 64 --vs-openclip   # needs torch + open_clip
+
+One step is what `python -m miniclip.train` does per batch: forward of both towers (normalised
+features), the CLIP loss, backward, AdamW (lr 5e-4, betas (0.9, 0.98), eps 1e-6, wd 0.2, no decay on
+gains, biases and the logit scale, as OpenCLIP), then the logit-scale clamp. Inputs are made once:
+images N(0, 1) of shape (B, 3, S, S), texts SOT + random ids + EOT + zero padding, random lengths.
+
+Reported: the median step time after warm-up (Numba compiles on the first call), the median of
+each phase, achieved GFLOP/s and the peak resident memory of the process (measured before torch
+is imported, so it is miniclip's alone). FLOPs of one step are counted from the architecture:
+a transformer layer over T tokens of width W does 24*T*W^2 (the four W x W and two W x 4W
+projections) + 4*T^2*W (Q K^T and P V) multiply-adds x 2 in the forward pass, and the backward
+pass twice that, so a step is 3x the forward count (ModifiedResNet towers are not counted).
+
+--vs-openclip builds open_clip's model from the same config (pretrained=None), copies miniclip's
+weights into it, and alternates the two frameworks step by step (A, B, A, B, ...) so that the
+machine's slow phases hit both; torch uses the same number of threads. OpenCLIP's peak memory is
+measured in a child process that imports only torch and open_clip.
+"""
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from miniclip import optim
+from miniclip.losses import clip_loss
+from miniclip.models import create_model
+from miniclip.models.config import load_config
+from miniclip.tensor import Tensor
+
+LR, BETAS, EPS, WD = 5e-4, (0.9, 0.98), 1e-6, 0.2
+PHASES = ("forward", "loss", "backward", "optimizer")
+
+
+def make_inputs(config, batch, seed=0):
+    """(images (B, 3, S, S) float32, token ids (B, context) int64) as the reference benchmark."""
+    rng = np.random.default_rng(seed)
+    size = config["vision_cfg"]["image_size"]
+    text = config["text_cfg"]
+    images = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    tokens = np.zeros((batch, text["context_length"]), np.int64)
+    sot, eot = text["vocab_size"] - 2, text["vocab_size"] - 1
+    for row in tokens:
+        length = int(rng.integers(3, text["context_length"] - 1))
+        row[0], row[1:length + 1], row[length + 1] = sot, rng.integers(1, sot, length), eot
+    return images, tokens
+
+
+def transformer_flops(tokens, width, layers, attention=True):
+    """Forward FLOPs of `layers` pre-LN blocks over `tokens` tokens (see the module docstring);
+    attention=False leaves out Q K^T and P V (torch's flop counter does not see them in sdpa)."""
+    return 2 * layers * (12 * tokens * width ** 2 + (2 * tokens ** 2 * width if attention else 0))
+
+
+def forward_flops(config, batch, attention=True):
+    """FLOPs of the forward pass of both towers and the logits, or None for a ResNet image tower."""
+    vision, text, embed = config["vision_cfg"], config["text_cfg"], config["embed_dim"]
+    if isinstance(vision["layers"], (list, tuple)):
+        return None
+    patches = (vision["image_size"] // vision["patch_size"]) ** 2
+    image = (2 * patches * 3 * vision["patch_size"] ** 2 * vision["width"]
+             + transformer_flops(patches + 1, vision["width"], vision["layers"], attention) + 2 * vision["width"] * embed)
+    text_flops = (transformer_flops(text["context_length"], text["width"], text["layers"], attention)
+                  + 2 * text["width"] * embed)
+    similarity = 2 * batch * embed   # per sample: one row of the B x B logits
+    return batch * (image + text_flops + similarity)
+
+
+def step_flops(config, batch):
+    """FLOPs of one training step: the backward pass costs twice the forward (dX and dW per product)."""
+    forward = forward_flops(config, batch)
+    return None if forward is None else 3 * forward
+
+
+def parameter_groups(named_parameters):
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": WD}]
+
+
+class MiniclipStep:
+    def __init__(self, config, images, tokens):
+        self.model = create_model(config)
+        self.optimizer = optim.AdamW(parameter_groups(self.model.named_parameters()), lr=LR, betas=BETAS, eps=EPS)
+        self.images, self.tokens = images, tokens
+
+    def __call__(self):
+        """One step; returns {phase: seconds}."""
+        t0 = time.perf_counter()
+        self.optimizer.zero_grad()
+        image_features = self.model.encode_image(Tensor(self.images), normalize=True)
+        text_features = self.model.encode_text(self.tokens, normalize=True)
+        t1 = time.perf_counter()
+        loss = clip_loss(image_features, text_features, self.model.logit_scale.exp())
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        self.optimizer.step()
+        scale = self.model.logit_scale.data
+        np.clip(scale, 0, np.log(100), out=scale)
+        t4 = time.perf_counter()
+        return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
+
+
+class OpenclipStep:
+    """The same step in torch + open_clip, starting from miniclip's weights."""
+
+    def __init__(self, config, images, tokens, state_dict, threads):
+        import open_clip
+        import torch
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = open_clip.CLIP(**{k: v for k, v in config.items() if k in ("embed_dim", "vision_cfg", "text_cfg",
+                                                                              "quick_gelu")})
+        if state_dict is not None:
+            self.model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()})
+        self.loss = open_clip.ClipLoss()
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model.named_parameters()), lr=LR, betas=BETAS,
+                                           eps=EPS)
+        self.images, self.tokens = torch.from_numpy(images), torch.from_numpy(tokens)
+
+    def __call__(self):
+        t0 = time.perf_counter()
+        self.optimizer.zero_grad()
+        image_features = self.model.encode_image(self.images, normalize=True)
+        text_features = self.model.encode_text(self.tokens, normalize=True)
+        t1 = time.perf_counter()
+        loss = self.loss(image_features, text_features, self.model.logit_scale.exp())
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        self.optimizer.step()
+        with self.torch.no_grad():
+            self.model.logit_scale.clamp_(0, np.log(100))
+        t4 = time.perf_counter()
+        return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
+
+
+def peak_rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # Linux reports KiB
+
+
+def summarise(phase_times):
+    """{phase: median seconds, "step": median of the step totals}."""
+    summary = {phase: statistics.median(t[phase] for t in phase_times) for phase in PHASES}
+    summary["step"] = statistics.median(sum(t.values()) for t in phase_times)
+    return summary
+
+
+def openclip_peak_memory(model, batch, steps, threads):
+    """Peak RSS (GiB) of a child process that only runs OpenCLIP's step."""
+    command = [sys.executable, "-m", "miniclip.bench_step", "--openclip-child", model, str(batch), str(steps),
+               str(threads)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
+
+
+def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2):
+    config = load_config(model)
+    images, tokens = make_inputs(config, batch)
+    ours = MiniclipStep(config, images, tokens)
+    for _ in range(warmup):
+        ours()
+    result = {"model": model, "batch": batch, "flops": step_flops(config, batch)}
+    if not vs_openclip:
+        result["miniclip"] = summarise([ours() for _ in range(steps)])
+        result["miniclip_peak_rss_gib"] = peak_rss_gib()
+        return result
+    result["miniclip_peak_rss_gib"] = peak_rss_gib()   # before torch is imported
+    state_dict = {k: v.data for k, v in ours.model.state_dict().items()}
+    theirs = OpenclipStep(config, images, tokens, state_dict, threads)
+    for _ in range(warmup):
+        theirs()
+    ours_times, theirs_times = [], []
+    for _ in range(steps):
+        ours_times.append(ours())
+        theirs_times.append(theirs())
+    result["miniclip"], result["openclip"] = summarise(ours_times), summarise(theirs_times)
+    result["openclip_peak_rss_gib"] = openclip_peak_memory(model, batch, max(2, steps // 2), threads)
+    return result
+
+
+def print_result(r):
+    frameworks = [f for f in ("miniclip", "openclip") if f in r]
+    print(f"model {r['model']}, batch {r['batch']}: median seconds per phase")
+    print(f"{'':10}" + "".join(f"{p:>11}" for p in (*PHASES, "step")) + f"{'GFLOP/s':>10}{'peak GiB':>10}")
+    for f in frameworks:
+        s = r[f]
+        rate = f"{r['flops'] / s['step'] / 1e9:10.1f}" if r["flops"] else f"{'n/a':>10}"
+        print(f"{f:10}" + "".join(f"{s[p]:11.4f}" for p in (*PHASES, "step")) + rate
+              + f"{r[f + '_peak_rss_gib']:10.2f}")
+    if "openclip" in r:
+        print(f"miniclip / OpenCLIP step time: {r['miniclip']['step'] / r['openclip']['step']:.2f}x "
+              f"(below 1 means miniclip is faster)")
+
+
+def openclip_child(model, batch, steps, threads):
+    """Run OpenCLIP's step alone and print its peak memory as JSON (for openclip_peak_memory)."""
+    config = load_config(model)
+    images, tokens = make_inputs(config, batch)
+    step = OpenclipStep(config, images, tokens, None, threads)   # its own random init: same memory
+    for _ in range(steps):
+        step()
+    print(json.dumps({"peak_rss_gib": peak_rss_gib()}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--openclip-child"]:
+        openclip_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
