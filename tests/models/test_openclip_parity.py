@@ -102,3 +102,38 @@ def test_loss_and_every_parameter_gradient_match_in_float64(torch, open_clip, na
     for key, param in ours.named_parameters():
         np.testing.assert_allclose(param.grad, their_params[key].grad.numpy(), rtol=1e-7, atol=1e-10,
                                    err_msg=f"gradient of {key}")
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_open_clip_loads_miniclips_weights_back(torch, open_clip, name):
+    """The other direction: weights made by miniclip (its own init) load into open_clip, strictly."""
+    config = CONFIGS[name]
+    miniclip.manual_seed(3)
+    ours = miniclip.create_model(config)
+    _, theirs = build_pair(torch, open_clip, config)
+    missing, unexpected = theirs.load_state_dict(
+        {k: torch.from_numpy(np.array(v.data)) for k, v in ours.state_dict().items()}, strict=False)
+    assert unexpected == [] and set(missing) <= {"attn_mask"}   # open_clip's causal mask is a buffer
+    ours.eval(), theirs.eval()
+    images, tokens = inputs(config)
+    with torch.no_grad():
+        expected = theirs(torch.tensor(images), torch.tensor(tokens))
+    for g, e in zip(ours(images, tokens), expected):
+        np.testing.assert_allclose(g.data, e.detach().numpy(), **OPENCLIP_FEATURES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ViT-B-32", "RN50"])
+def test_full_size_models_match_open_clip(torch, open_clip, name):
+    """The real architectures, at 224 px and context 77: one forward gives open_clip's features."""
+    torch.manual_seed(0)
+    theirs = open_clip.create_model(name, pretrained=None).eval()
+    ours = miniclip.create_model(name)
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items() if k != "attn_mask"})
+    ours.eval()
+    config = miniclip.models.load_config(name)
+    images, tokens = inputs(config, batch=2)
+    with torch.no_grad():
+        expected = theirs(torch.tensor(images), torch.tensor(tokens))
+    for g, e in zip(ours(images, tokens), expected):
+        np.testing.assert_allclose(g.data, e.detach().numpy(), **OPENCLIP_FEATURES)
