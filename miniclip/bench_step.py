@@ -19,6 +19,10 @@ pass twice that, so a step is 3x the forward count (ModifiedResNet towers are no
 weights into it, and alternates the two frameworks step by step (A, B, A, B, ...) so that the
 machine's slow phases hit both; torch uses the same number of threads. OpenCLIP's peak memory is
 measured in a child process that imports only torch and open_clip.
+
+--device cuda runs both on the GPU (CuPy arrays for miniclip, torch's CUDA tensors for OpenCLIP);
+each phase then waits for the GPU (synchronize) before its clock stops, and the memory column is
+the host process's, not the GPU's.
 """
 import json
 import os
@@ -30,7 +34,7 @@ import time
 
 import numpy as np
 
-from miniclip import optim
+from miniclip import backend, optim
 from miniclip.losses import clip_loss
 from miniclip.models import create_model
 from miniclip.models.config import load_config
@@ -88,61 +92,78 @@ def parameter_groups(named_parameters):
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": WD}]
 
 
+def cupy_synchronize():
+    backend.to_device(np.zeros(1), "cuda")   # makes sure CuPy is imported
+    import cupy
+    cupy.cuda.Device().synchronize()
+
+
 class MiniclipStep:
-    def __init__(self, config, images, tokens):
-        self.model = create_model(config)
+    def __init__(self, config, images, tokens, device="cpu"):
+        self.model = create_model(config).to(device)
         self.optimizer = optim.AdamW(parameter_groups(self.model.named_parameters()), lr=LR, betas=BETAS, eps=EPS)
-        self.images, self.tokens = images, tokens
+        self.images, self.tokens = backend.to_device(images, device), backend.to_device(tokens, device)
+        self.wait = cupy_synchronize if device == "cuda" else (lambda: None)
+
+    def clock(self):
+        self.wait()
+        return time.perf_counter()
 
     def __call__(self):
         """One step; returns {phase: seconds}."""
-        t0 = time.perf_counter()
+        t0 = self.clock()
         self.optimizer.zero_grad()
         image_features = self.model.encode_image(Tensor(self.images), normalize=True)
         text_features = self.model.encode_text(self.tokens, normalize=True)
-        t1 = time.perf_counter()
+        t1 = self.clock()
         loss = clip_loss(image_features, text_features, self.model.logit_scale.exp())
-        t2 = time.perf_counter()
+        t2 = self.clock()
         loss.backward()
-        t3 = time.perf_counter()
+        t3 = self.clock()
         self.optimizer.step()
         scale = self.model.logit_scale.data
-        np.clip(scale, 0, np.log(100), out=scale)
-        t4 = time.perf_counter()
+        backend.get_array_module(scale).clip(scale, 0, np.log(100), out=scale)
+        t4 = self.clock()
         return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 
 
 class OpenclipStep:
     """The same step in torch + open_clip, starting from miniclip's weights."""
 
-    def __init__(self, config, images, tokens, state_dict, threads):
+    def __init__(self, config, images, tokens, state_dict, threads, device="cpu"):
         import open_clip
         import torch
         torch.set_num_threads(threads)
-        self.torch = torch
+        self.torch, self.device = torch, device
         self.model = open_clip.CLIP(**{k: v for k, v in config.items() if k in ("embed_dim", "vision_cfg", "text_cfg",
                                                                               "quick_gelu")})
         if state_dict is not None:
             self.model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()})
+        self.model.to(device)
         self.loss = open_clip.ClipLoss()
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model.named_parameters()), lr=LR, betas=BETAS,
                                            eps=EPS)
-        self.images, self.tokens = torch.from_numpy(images), torch.from_numpy(tokens)
+        self.images, self.tokens = torch.from_numpy(images).to(device), torch.from_numpy(tokens).to(device)
+
+    def clock(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+        return time.perf_counter()
 
     def __call__(self):
-        t0 = time.perf_counter()
+        t0 = self.clock()
         self.optimizer.zero_grad()
         image_features = self.model.encode_image(self.images, normalize=True)
         text_features = self.model.encode_text(self.tokens, normalize=True)
-        t1 = time.perf_counter()
+        t1 = self.clock()
         loss = self.loss(image_features, text_features, self.model.logit_scale.exp())
-        t2 = time.perf_counter()
+        t2 = self.clock()
         loss.backward()
-        t3 = time.perf_counter()
+        t3 = self.clock()
         self.optimizer.step()
         with self.torch.no_grad():
             self.model.logit_scale.clamp_(0, np.log(100))
-        t4 = time.perf_counter()
+        t4 = self.clock()
         return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 
 
@@ -157,28 +178,28 @@ def summarise(phase_times):
     return summary
 
 
-def openclip_peak_memory(model, batch, steps, threads):
+def openclip_peak_memory(model, batch, steps, threads, device):
     """Peak RSS (GiB) of a child process that only runs OpenCLIP's step."""
     command = [sys.executable, "-m", "miniclip.bench_step", "--openclip-child", model, str(batch), str(steps),
-               str(threads)]
+               str(threads), device]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
 
 
-def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2):
+def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2, device="cpu"):
     config = load_config(model)
     images, tokens = make_inputs(config, batch)
-    ours = MiniclipStep(config, images, tokens)
+    ours = MiniclipStep(config, images, tokens, device)
     for _ in range(warmup):
         ours()
-    result = {"model": model, "batch": batch, "flops": step_flops(config, batch)}
+    result = {"model": model, "batch": batch, "device": device, "flops": step_flops(config, batch)}
     if not vs_openclip:
         result["miniclip"] = summarise([ours() for _ in range(steps)])
         result["miniclip_peak_rss_gib"] = peak_rss_gib()
         return result
     result["miniclip_peak_rss_gib"] = peak_rss_gib()   # before torch is imported
-    state_dict = {k: v.data for k, v in ours.model.state_dict().items()}
-    theirs = OpenclipStep(config, images, tokens, state_dict, threads)
+    state_dict = {k: backend.to_numpy(v.data) for k, v in ours.model.state_dict().items()}
+    theirs = OpenclipStep(config, images, tokens, state_dict, threads, device)
     for _ in range(warmup):
         theirs()
     ours_times, theirs_times = [], []
@@ -186,13 +207,13 @@ def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2):
         ours_times.append(ours())
         theirs_times.append(theirs())
     result["miniclip"], result["openclip"] = summarise(ours_times), summarise(theirs_times)
-    result["openclip_peak_rss_gib"] = openclip_peak_memory(model, batch, max(2, steps // 2), threads)
+    result["openclip_peak_rss_gib"] = openclip_peak_memory(model, batch, max(2, steps // 2), threads, device)
     return result
 
 
 def print_result(r):
     frameworks = [f for f in ("miniclip", "openclip") if f in r]
-    print(f"model {r['model']}, batch {r['batch']}: median seconds per phase")
+    print(f"model {r['model']}, batch {r['batch']}, {r['device']}: median seconds per phase")
     print(f"{'':10}" + "".join(f"{p:>11}" for p in (*PHASES, "step")) + f"{'GFLOP/s':>10}{'peak GiB':>10}")
     for f in frameworks:
         s = r[f]
@@ -204,11 +225,11 @@ def print_result(r):
               f"(below 1 means miniclip is faster)")
 
 
-def openclip_child(model, batch, steps, threads):
+def openclip_child(model, batch, steps, threads, device):
     """Run OpenCLIP's step alone and print its peak memory as JSON (for openclip_peak_memory)."""
     config = load_config(model)
     images, tokens = make_inputs(config, batch)
-    step = OpenclipStep(config, images, tokens, None, threads)   # its own random init: same memory
+    step = OpenclipStep(config, images, tokens, None, threads, device)   # its own random init: same memory
     for _ in range(steps):
         step()
     print(json.dumps({"peak_rss_gib": peak_rss_gib()}))
@@ -216,4 +237,4 @@ def openclip_child(model, batch, steps, threads):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--openclip-child"]:
-        openclip_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        openclip_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])

@@ -2,7 +2,8 @@
 # The prepared GPU check: run on a machine with a real NVIDIA GPU (e.g. through the device tool),
 # in one call of a few minutes. It runs the CUDA kernel tests on CuPy arrays without Numba's
 # simulator (MINICLIP_REAL_GPU=1 enables the tests marked `gpu`), then the CPU kernel
-# benchmarks (the GPU entries of the benchmark are not wired yet), and writes everything to ${OUT:-/tmp}/gpu_check.log.
+# benchmarks, a training step on the GPU next to OpenCLIP's (CuPy vs torch CUDA), and a short
+# training run with --device cuda; everything goes to ${OUT:-/tmp}/gpu_check.log.
 #
 #   bash tests/gpu_check.sh            # installs miniclip[gpu,test] into the current Python first
 set -uo pipefail
@@ -17,4 +18,8 @@ export MINICLIP_REAL_GPU=1 PYTHONUNBUFFERED=1
     echo "kernel tests exit code: $?"
     timeout 120 python3 -m miniclip.bench kernels
     echo "benchmark exit code: $?"
+    timeout 120 python3 -m miniclip.bench step --device cuda --model tiny-vit-s --batch 64 --batch 256 --vs-openclip
+    echo "step benchmark exit code: $?"
+    timeout 120 python3 -m miniclip.train --device cuda --max-steps 30 --logs "${OUT:-/tmp}/gpu_logs" --name gpu --no-progress
+    echo "GPU training run exit code: $?"
 } 2>&1 | tee "$log"
