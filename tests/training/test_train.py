@@ -237,3 +237,12 @@ def test_resume_refuses_flags_that_change_the_data(run_flags):
     run(run_flags + ["--max-steps", "2"], "r")
     with pytest.raises(SystemExit, match="--batch-size 8 .*the checkpoint has 16"):
         run(run_flags + ["--max-steps", "2", "--resume", "latest", "--batch-size", "8"], "r")
+
+
+def test_trains_on_fashion_mnist_and_classifies_its_test_split(run_flags):
+    code, folder = run(run_flags + ["--dataset", "fashion-mnist", "--max-steps", "2"], "fashion")
+    assert code == 0
+    evals = [r for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if "eval" in r]
+    assert {"zeroshot_fashion_mnist_top1", "zeroshot_fashion_mnist_top5", "val_loss"} <= set(evals[-1]["eval"])
+    config = json.load(open(os.path.join(folder, "config.json")))
+    assert config["train_samples"] == 64   # --train-num-samples takes the first 64 of the 60,000
