@@ -236,18 +236,22 @@ def zeroshot_classes(task):
     """(classnames, prompts) for zero-shot classification of one-object images.
 
     task "shape", "color" or "color_shape". prompts[k] lists the texts whose mean embedding is
-    class k's classifier: every template, and for "shape" ("color") every colour (shape), so the
-    prompts read like the training captions.
+    class k's classifier (prompt ensembling, Radford et al. 2021, 3.1.4): every template with every
+    word the captions use for the shape ("circle" and "disc"), and for "shape" ("color") every
+    colour (shape), so the prompts read like the training captions.
     """
+    def phrases(color, shape):
+        return [f"a {color} {word}" for word in SHAPE_WORDS[shape]]
+
     if task == "color_shape":
         classes = [f"{color} {shape}" for color, shape in ALL_PAIRS]
-        prompts = [[t.format(f"a {name}") for t in TEMPLATES] for name in classes]
+        prompts = [[t.format(p) for p in phrases(c, s) for t in TEMPLATES] for c, s in ALL_PAIRS]
     elif task == "shape":
         classes = list(SHAPES)
-        prompts = [[t.format(f"a {c} {s}") for c in COLORS for t in TEMPLATES] for s in SHAPES]
+        prompts = [[t.format(p) for c in COLORS for p in phrases(c, s) for t in TEMPLATES] for s in SHAPES]
     elif task == "color":
         classes = list(COLORS)
-        prompts = [[t.format(f"a {c} {s}") for s in SHAPES for t in TEMPLATES] for c in COLORS]
+        prompts = [[t.format(p) for s in SHAPES for p in phrases(c, s) for t in TEMPLATES] for c in COLORS]
     else:
         raise ValueError(f"unknown zero-shot task {task!r}; the tasks are 'shape', 'color', 'color_shape'")
     return classes, prompts
