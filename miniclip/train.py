@@ -18,6 +18,16 @@ loss of the whole K*B batch. Each backward gives d loss/d (its micro-batch's fea
 Jacobian, so the sum over micro-batches is exactly the K*B batch's gradient. (The logit scale is
 live in only the first micro-batch's loss, so its gradient is counted once, not K times.)
 
+--distributed trains data-parallel over the ranks started by mpirun (miniclip/distributed.py
+explains the math): each rank reads its own shard of --batch-size pairs, the contrastive loss sees
+the features of the whole global batch, gradients are averaged over the ranks, and every rank takes
+the same step. Only rank 0 writes the run folder, shows progress and evaluates (the others wait);
+every rank resumes from the checkpoint rank 0 chose. An error on any rank ends the whole job.
+(BatchNorm's running statistics, in the ResNet towers, are each rank's own; rank 0's are the ones
+evaluated and saved.)
+
+    mpirun -n 2 python -m miniclip.train --distributed --local-loss --gather-with-grad
+
 The run folder logs/<name>/ holds config.json (every flag and the model config), metrics.jsonl
 (one line per step, one per evaluation), checkpoints/ (see miniclip/training/state.py) and
 plots/. Ctrl-C finishes the current step, saves a checkpoint and stops; a NaN or infinite loss
@@ -33,7 +43,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from miniclip import backend, optim
+from miniclip import backend, distributed, optim
 from miniclip.checkpoint import atomic_write, read_safetensors_metadata
 from miniclip.creation import manual_seed
 from miniclip.losses import clip_loss, siglip_loss
@@ -50,7 +60,7 @@ from miniclip.training.state import checkpoint_step, latest_checkpoint, load_tra
 MAX_LOGIT_SCALE = math.log(100)
 # Flags that change the data order or the model: a resumed run must keep them.
 SAME_ON_RESUME = ("model", "batch_size", "accum_freq", "seed", "siglip", "dataset", "train_data",
-                  "train_num_samples", "lock_image", "lock_text", "tokenizer", "vocab_size")
+                  "train_num_samples", "lock_image", "lock_text", "tokenizer", "vocab_size", "world_size")
 
 
 def choose_device(requested):
@@ -101,12 +111,16 @@ def contrastive_loss(model, image_features, text_features, logit_scale):
     return siglip_loss(image_features, text_features, logit_scale, model.logit_bias)
 
 
-def forward_backward(model, images, tokens, accum_freq):
-    """Backward the loss of the whole batch (see the module docstring); return its value."""
+def forward_backward(model, images, tokens, accum_freq, loss_fn=None):
+    """Backward the loss of the whole batch (see the module docstring); return its value.
+    loss_fn(image_features, text_features, logit_scale): by default contrastive_loss(model, ...)."""
+    if loss_fn is None:
+        def loss_fn(image_features, text_features, logit_scale):
+            return contrastive_loss(model, image_features, text_features, logit_scale)
     if accum_freq == 1:
         image_features = model.encode_image(Tensor(images), normalize=True)
         text_features = model.encode_text(tokens, normalize=True)
-        loss = contrastive_loss(model, image_features, text_features, model.logit_scale.exp())
+        loss = loss_fn(image_features, text_features, model.logit_scale.exp())
         loss.backward()
         return float(loss.data)
 
@@ -120,20 +134,30 @@ def forward_backward(model, images, tokens, accum_freq):
         image_features = concat([image_j if i == j else Tensor(f) for i, (f, _) in enumerate(kept)])
         text_features = concat([text_j if i == j else Tensor(f) for i, (_, f) in enumerate(kept)])
         logit_scale = model.logit_scale.exp() if j == 0 else Tensor(np.exp(model.logit_scale.data))
-        loss = contrastive_loss(model, image_features, text_features, logit_scale)
+        loss = loss_fn(image_features, text_features, logit_scale)
         loss.backward()
     return float(loss.data)
 
 
+def global_batch_loss(model, dist, args):
+    """The loss function of a data-parallel rank: the CLIP or SigLIP loss of the global batch."""
+    def loss_fn(image_features, text_features, logit_scale):
+        return dist.contrastive_loss(image_features, text_features, logit_scale, model.logit_bias,
+                                     local_loss=args.local_loss, gather_with_grad=args.gather_with_grad)
+    return loss_fn
+
+
 class StopRequest:
     """The first Ctrl-C asks the loop to stop after the current step (and save); a second one
-    interrupts at once."""
+    interrupts at once. Disabled in data-parallel runs: there mpirun ends the job on Ctrl-C, and
+    ranks that stopped at different steps would wait for each other forever."""
 
-    def __init__(self):
-        self.requested = False
+    def __init__(self, enabled=True):
+        self.requested, self.enabled = False, enabled
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        if self.enabled:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -144,7 +168,8 @@ class StopRequest:
               file=sys.stderr)
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        if self.enabled:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def resume_path(args, checkpoints):
@@ -161,9 +186,27 @@ def resume_path(args, checkpoints):
 def main(argv=None):
     args = parse_args(argv)
     device = choose_device(args.device)
+    if not args.distributed:
+        return run(args, device, argv)
+    dist = distributed.init(device)
+    try:
+        return run(args, device, argv, dist)
+    except BaseException as error:   # anything, even Ctrl-C: a rank that left alone would hang the others
+        dist.abort(error)
+
+
+def run(args, device, argv, dist=None):
+    """Train, evaluate and save as the flags say; dist: this rank's Distributed, or None alone."""
+    is_main = dist is None or dist.rank == 0   # the rank that writes, prints and evaluates
+    args.world_size = 1 if dist is None else dist.world_size
     run_folder = os.path.join(args.logs, args.name)
     checkpoints = os.path.join(run_folder, "checkpoints")
-    resume = resume_path(args, checkpoints)
+    resume = resume_path(args, checkpoints) if is_main else None
+    if dist is not None:
+        resume = dist.broadcast_object(resume)
+        if resume is not None and not os.path.isfile(resume):
+            raise SystemExit(f"rank {dist.rank} cannot read {resume} (rank 0 resumes from it): the run "
+                             f"folder must be on a file system every rank sees")
 
     config = model_config(args)
     image_size = config["vision_cfg"]["image_size"]
@@ -185,13 +228,17 @@ def main(argv=None):
         model.load_state_dict(load_checkpoint(args.pretrained)[0])
     lock_towers(model, args)
     model.to(device)
+    if dist is not None:
+        dist.broadcast_parameters(model)
     optimizer = optim.AdamW(parameter_groups(model, args.wd), lr=args.lr, betas=(args.beta1, args.beta2),
                             eps=args.eps)
-    loader = train_loader(data, args, image_size)
+    loader = train_loader(data, args, image_size, rank=0 if dist is None else dist.rank,
+                          world_size=args.world_size)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(data.train)} training samples make no full batch of "
-                         f"{args.batch_size * args.accum_freq} (--batch-size x --accum-freq)")
+                         f"{args.batch_size * args.accum_freq} (--batch-size x --accum-freq) "
+                         f"on each of {args.world_size} ranks")
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     warmup = args.warmup if args.warmup is not None else total_steps // 10
     schedule = (optim.cosine_lr if args.lr_scheduler == "cosine" else optim.const_lr)(
@@ -201,37 +248,55 @@ def main(argv=None):
     if resume:
         check_same_flags(args, resume)
         progress = load_training_state(resume, model, optimizer)
-        print(f"resumed from {resume} at step {progress['step']} (epoch {progress['epoch']}, "
-              f"batch {progress['batch']})")
-    os.makedirs(checkpoints, exist_ok=True)
-    write_config(run_folder, args, config, data, device, total_steps, warmup)
-    metrics_file = open(os.path.join(run_folder, "metrics.jsonl"), "a")
+        if is_main:
+            print(f"resumed from {resume} at step {progress['step']} (epoch {progress['epoch']}, "
+                  f"batch {progress['batch']})")
+    if dist is not None:
+        dist.check_same_parameters(model)
+        loss_fn = global_batch_loss(model, dist, args)
+    else:
+        loss_fn = None
+    if is_main:
+        os.makedirs(checkpoints, exist_ok=True)
+        write_config(run_folder, args, config, data, device, total_steps, warmup)
+        metrics_file = open(os.path.join(run_folder, "metrics.jsonl"), "a")
 
     def log(record):
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+        if is_main:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
 
     def run_evaluation(epoch, zeroshot=True, val=True):
-        metrics, plot_data = evaluate(model, data, args, image_size, device, zeroshot=zeroshot, val=val)
-        log({"step": progress["step"], "epoch": epoch, "eval": metrics})
-        plot_run(run_folder, plot_data)
+        """Rank 0 evaluates while the others wait; returns the metrics (None on the others)."""
+        metrics = None
+        if is_main:
+            metrics, plot_data = evaluate(model, data, args, image_size, device, zeroshot=zeroshot, val=val)
+            log({"step": progress["step"], "epoch": epoch, "eval": metrics})
+            plot_run(run_folder, plot_data)
+        if dist is not None:
+            dist.barrier()
         return metrics
 
     def save(name):
         path = os.path.join(checkpoints, name)
-        save_training_state(path, model, data.tokenizer, optimizer, progress, args)
+        if dist is not None:
+            dist.check_same_parameters(model)
+        if is_main:
+            save_training_state(path, model, data.tokenizer, optimizer, progress, args)
         return path
 
-    print(f"run folder {run_folder}: {sum(p.data.size for p in model.parameters()):,} parameters, "
-          f"{len(data.train):,} training samples, {total_steps} steps of {args.batch_size * args.accum_freq} "
-          f"on {device}")
+    global_batch = args.world_size * args.batch_size * args.accum_freq
+    if is_main:
+        ranks = "" if dist is None else f" ({args.world_size} ranks x {args.batch_size * args.accum_freq})"
+        print(f"run folder {run_folder}: {sum(p.data.size for p in model.parameters()):,} parameters, "
+              f"{len(data.train):,} training samples, {total_steps} steps of {global_batch}{ranks} on {device}")
     if progress["step"] == 0:
         run_evaluation(0)   # before training: the chance level, for the plots
-    bar = tqdm(total=total_steps, initial=progress["step"], disable=args.no_progress, unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=progress["step"], disable=args.no_progress or not is_main,
+               unit="step", dynamic_ncols=True)
     model.train()
     last_saved, skipped = resume, 0
-    with StopRequest() as stop:
+    with StopRequest(enabled=dist is None) as stop:
         while progress["step"] < total_steps and not stop.requested:
             epoch = progress["epoch"]
             tick = time.perf_counter()
@@ -239,7 +304,11 @@ def main(argv=None):
                 lr = schedule(progress["step"])
                 optimizer.zero_grad()
                 images, tokens = backend.to_device(images, device), backend.to_device(tokens, device)
-                loss = forward_backward(model, images, tokens, args.accum_freq)
+                loss = forward_backward(model, images, tokens, args.accum_freq, loss_fn)
+                if dist is not None:
+                    dist.simulate_failure(progress["step"] + 1)
+                    dist.all_reduce_gradients(model.parameters())
+                    loss, = dist.mean([loss])   # every rank sees the same loss, so all stop on a NaN
                 if not math.isfinite(loss):
                     bar.close()
                     raise SystemExit(f"the loss is {loss} at step {progress['step'] + 1}: stopping. Nothing "
@@ -255,7 +324,7 @@ def main(argv=None):
                 progress["step"] += 1
                 progress["batch"] += 1
                 now = time.perf_counter()
-                samples_per_s = len(images) / (now - tick)
+                samples_per_s = len(images) * args.world_size / (now - tick)
                 tick = now
                 scale = float(np.exp(backend.to_numpy(model.logit_scale.data)))
                 if progress["step"] % args.log_every_n_steps == 0:
@@ -280,10 +349,13 @@ def main(argv=None):
                 if zeroshot or val:
                     bar.clear()
                     metrics = run_evaluation(progress["epoch"], zeroshot, val)
-                    tqdm.write(format_metrics(progress["step"], metrics), file=sys.stderr)
+                    if is_main:
+                        tqdm.write(format_metrics(progress["step"], metrics), file=sys.stderr)
         if stop.requested and saved_step(last_saved) != progress["step"]:
             last_saved = save(f"step_{progress['step']}.safetensors")   # Ctrl-C came during an evaluation
     bar.close()
+    if not is_main:
+        return 0
     metrics_file.close()
     if skipped:
         print(f"skipped {skipped} bad samples (--skip-bad-samples); the first ones are named in the warnings above")
@@ -317,16 +389,22 @@ def resume_command(argv, args):
 def check_same_flags(args, path):
     """Refuse to resume with flags that change the model or the order of the data."""
     saved = json.loads(read_safetensors_metadata(path)["miniclip_training"])["args"]
-    changed = [f"--{k.replace('_', '-')} {getattr(args, k)!r} (the checkpoint has {saved.get(k)!r})"
-               for k in SAME_ON_RESUME if saved.get(k) != getattr(args, k)]
+    # (A key the checkpoint lacks is a flag added after it was written: nothing to compare.)
+    changed = [f"{flag_name(k)} {getattr(args, k)!r} (the checkpoint has {saved[k]!r})"
+               for k in SAME_ON_RESUME if k in saved and saved[k] != getattr(args, k)]
     if changed:
         raise SystemExit(f"cannot resume {path} exactly with different flags: " + "; ".join(changed))
+
+
+def flag_name(key):
+    return "the number of ranks (mpirun -n)" if key == "world_size" else f"--{key.replace('_', '-')}"
 
 
 def write_config(run_folder, args, config, data, device, total_steps, warmup):
     """config.json: every flag, the model config and what was derived from them."""
     os.makedirs(run_folder, exist_ok=True)
     resolved = {"args": vars(args), "model_config": config, "device": device, "total_steps": total_steps,
+                "global_batch_size": args.world_size * args.batch_size * args.accum_freq,
                 "warmup_steps": warmup, "train_samples": len(data.train),
                 "tokenizer_vocab_size": data.tokenizer.vocab_size}
     atomic_write(os.path.join(run_folder, "config.json"), [json.dumps(resolved, indent=2).encode()])

@@ -12,9 +12,9 @@ log="${OUT:-/tmp}/gpu_check.log"
 export MINICLIP_REAL_GPU=1 PYTHONUNBUFFERED=1
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-    python3 -m pip install -q -e ".[gpu,test]" || echo "pip install failed: using what is installed"
+    python3 -m pip install -q -e ".[gpu,test,distributed]" || echo "pip install failed: using what is installed"
     python3 -c "import cupy, numba; print('cupy', cupy.__version__, 'numba', numba.__version__, 'devices', cupy.cuda.runtime.getDeviceCount())"
-    timeout 240 python3 -m pytest tests/kernels tests/functional tests/nn tests/test_optim.py -q -m "gpu" -p no:cacheprovider
+    timeout 240 python3 -m pytest tests/kernels tests/functional tests/nn tests/test_optim.py tests/distributed -q -m "gpu" -p no:cacheprovider
     echo "kernel tests exit code: $?"
     timeout 120 python3 -m miniclip.bench kernels
     echo "benchmark exit code: $?"

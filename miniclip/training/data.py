@@ -139,10 +139,11 @@ def hard_negative_scenes(dataset, count):
     return found
 
 
-def train_loader(data, args, image_size, shuffle=True):
+def train_loader(data, args, image_size, shuffle=True, rank=0, world_size=1):
+    """Batches of --batch-size x --accum-freq; in a data-parallel run, rank `rank`'s shard."""
     return Loader(data.train, args.batch_size * args.accum_freq, image_transform(image_size, is_train=True),
-                  workers=args.workers, seed=args.seed, shuffle=shuffle, drop_last=True,
-                  tokenize=data.tokenizer, skip_bad_samples=args.skip_bad_samples)
+                  workers=args.workers, seed=args.seed, shuffle=shuffle, drop_last=True, rank=rank,
+                  world_size=world_size, tokenize=data.tokenizer, skip_bad_samples=args.skip_bad_samples)
 
 
 def eval_loader(dataset, args, image_size, tokenize=None):

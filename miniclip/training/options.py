@@ -55,7 +55,7 @@ def build_parser():
     model.add_argument("--lock-text", action="store_true", help="freeze the text tower")
 
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=5)
+    opt.add_argument("--epochs", type=int, default=10)
     opt.add_argument("--max-steps", type=int,
                      help="stop after this many optimizer steps (the schedule is planned for them)")
     opt.add_argument("--batch-size", type=int, default=128)
@@ -73,6 +73,19 @@ def build_parser():
     opt.add_argument("--precision", choices=PRECISIONS, default="fp32")
     opt.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto: the GPU when CuPy sees one, else the CPU")
+
+    dist = p.add_argument_group("data-parallel training (see miniclip/distributed.py)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="one rank of a data-parallel job started by mpirun: mpirun -n N python -m "
+                           "miniclip.train --distributed ... (--batch-size is per rank; the global "
+                           "batch is N x --batch-size)")
+    dist.add_argument("--local-loss", action="store_true",
+                      help="each rank scores its own rows against the whole global batch (B x N*B "
+                           "logits) instead of all N*B x N*B; needs --gather-with-grad (default: off)")
+    dist.add_argument("--gather-with-grad", action="store_true",
+                      help="the gradient flows back through the all-gather of the features, so each "
+                           "rank gets the global batch's gradient (default: off, as in OpenCLIP: then "
+                           "the towers get 1/N of it)")
 
     run = p.add_argument_group("run folder, checkpoints, evaluation")
     run.add_argument("--logs", default="./logs", help="where run folders go (default: ./logs)")
@@ -105,6 +118,12 @@ def check(args):
         raise SystemExit(f"--workers must be >= 0, got {args.workers}")
     if args.resume == "latest" and args.name is None:
         raise SystemExit("--resume latest needs --name: the run folder whose latest checkpoint to load")
+    if (args.local_loss or args.gather_with_grad) and not args.distributed:
+        raise SystemExit("--local-loss and --gather-with-grad are for data-parallel runs: add --distributed "
+                         "(and start the ranks with mpirun)")
+    if args.local_loss and not args.gather_with_grad:
+        raise SystemExit("--local-loss needs --gather-with-grad: without it the gradient of each rank's "
+                         "features as negatives in the other ranks' rows is lost")
     if args.lock_image and args.lock_text:
         raise SystemExit("--lock-image and --lock-text together leave nothing to train")
 
