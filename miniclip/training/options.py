@@ -55,7 +55,7 @@ def build_parser():
     model.add_argument("--lock-text", action="store_true", help="freeze the text tower")
 
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=10)
+    opt.add_argument("--epochs", type=int, default=5)
     opt.add_argument("--max-steps", type=int,
                      help="stop after this many optimizer steps (the schedule is planned for them)")
     opt.add_argument("--batch-size", type=int, default=128)
