@@ -10,11 +10,12 @@ the ops composed from them or given their own hand-derived backward:
     conv.py           conv2d unfold avg_pool2d max_pool2d adaptive_avg_pool2d
     attention.py      scaled_dot_product_attention
 
+linear is one Function with a hand-written backward (FusedLinear: the bias added in place);
 layer_norm, gelu, quick_gelu, scaled_dot_product_attention, conv2d and cross_entropy run fused
 kernels (miniclip.kernels, chosen by the array's device and kernels.use()) through Fused*
 Functions in their modules. The versions they replaced stay importable from those modules as the
 kernels' test oracles, and run where a kernel does not apply (each function's docstring says
-when): LayerNorm, Gelu, quick_gelu_composed, scaled_dot_product_attention_composed, Conv2d,
+when): linear_composed, LayerNorm, Gelu, quick_gelu_composed, scaled_dot_product_attention_composed, Conv2d,
 CrossEntropy.
 """
 from miniclip.ops import *  # noqa: F401,F403

@@ -50,3 +50,35 @@ BAD = [
 def test_bad_input_gives_a_clear_error(call, error, message):
     with pytest.raises(error, match=message):
         call(make_inputs([(5, 3)])[0])
+
+
+@pytest.mark.parametrize("x_shape, out_features, bias", [((7, 13), 5, True), ((2, 3, 13), 1, True),
+                                                         ((13,), 5, True), ((3, 1, 13), 5, False)])
+def test_fused_linear_matches_composed(x_shape, out_features, bias):
+    """FusedLinear (bias added in place, hand-written backward) against linear_composed, whose
+    backward autograd derives: values and the gradients of x, weight and bias, float32."""
+    from miniclip.functional.linear import FusedLinear, linear_composed
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal(x_shape), rng.standard_normal((out_features, x_shape[-1]))]
+    if bias:
+        arrays.append(rng.standard_normal(out_features))
+    dy = rng.standard_normal(x_shape[:-1] + (out_features,)).astype(np.float32)
+    results = []
+    for fn in (F.linear, linear_composed):
+        inputs = [miniclip.tensor(a.astype(np.float32), requires_grad=True) for a in arrays]
+        y = fn(*inputs)
+        assert (y._ctx.__class__ is FusedLinear) == (fn is F.linear)
+        y.backward(dy)
+        results.append([y.data] + [t.grad for t in inputs])
+    for name, got, expected in zip(["y", "dx", "dweight", "dbias"], *results):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=f"FusedLinear {name}")
+
+
+def test_fused_linear_on_a_strided_input_and_without_input_gradient():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 26)).astype(np.float32)[:, ::2]               # (4, 13), strided
+    w = miniclip.tensor(rng.standard_normal((5, 13)).astype(np.float32), requires_grad=True)
+    y = F.linear(x, w)
+    y.backward(np.ones((4, 5), np.float32))
+    np.testing.assert_allclose(y.data, x @ w.data.T, rtol=1e-6)
+    np.testing.assert_allclose(w.grad, np.ones((5, 4), np.float32) @ x, rtol=1e-6)

@@ -181,6 +181,25 @@ def test_reference_activation_matches_torch(torch, activation):
     assert_close(f"{activation} dx vs torch", dx, tx.grad.numpy(), TORCH_FLOAT64)
 
 
+# ------------------------------------------------------------------ the SIMD erf behind GELU
+def test_vectorised_erf_matches_math_erf():
+    """numba_cpu.erf (two fitted polynomials and exp_nonpositive) against libm's erf, over a
+    dense grid of [-10, 10] (both tails, where erf rounds to +-1), around the interval borders
+    |z| = 2 and 6, and at special values. Measured max absolute error: 1.4e-15 (at z ~ -1.99)."""
+    import math
+    z = np.concatenate([np.linspace(-10.0, 10.0, 400_001),
+                        np.linspace(1.999, 2.001, 2001), -np.linspace(1.999, 2.001, 2001),
+                        np.linspace(5.999, 6.001, 2001), -np.linspace(5.999, 6.001, 2001),
+                        [0.0, -0.0, 1e-300, -5e-324, 30.0, -1e300, np.inf, -np.inf]])
+    got = numba_cpu.erf_array(z)
+    expected = np.array([math.erf(v) for v in z])
+    error = np.abs(got - expected)
+    worst = int(error.argmax())
+    assert error[worst] < 4e-15, f"erf({z[worst]!r}): expected {expected[worst]!r}, got {got[worst]!r}"
+    assert np.isnan(numba_cpu.erf_array(np.array([np.nan])))[0], "erf(nan) must stay nan"
+    assert (np.sign(got) == np.sign(z)).all(), "erf must keep the sign of z"
+
+
 # ------------------------------------------------------------------ the public functions
 @pytest.mark.parametrize("mode", ["reference", "fast"])
 def test_public_functions_dispatch_and_accept_strided_inputs(mode):

@@ -125,3 +125,22 @@ def test_dropout_acts_in_training_only():
     first, second = layer(x, x, x)[0].data, layer(x, x, x)[0].data
     np.testing.assert_array_equal(first, second)
     assert not np.allclose(training, first)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_one_qkv_projection_equals_three(batch_first):
+    """forward(x, x, x) projects q, k, v with one (E, 3E) GEMM; three distinct tensors holding
+    the same values take the three-projection path. Outputs and parameter gradients agree."""
+    layer = nn.MultiheadAttention(E, H, batch_first=batch_first).double()
+    x = normal(2, 5, E, seed=3)
+    results = []
+    for same in (True, False):
+        layer.zero_grad()
+        inputs = [miniclip.tensor(x, requires_grad=True)]
+        inputs += [inputs[0]] * 2 if same else [miniclip.tensor(x, requires_grad=True) for _ in range(2)]
+        out = layer(*inputs, need_weights=False)[0]
+        out.backward(normal(*out.shape, seed=4))
+        results.append([out.data, layer.in_proj_weight.grad.copy(), layer.in_proj_bias.grad.copy(),
+                        sum(t.grad for t in {id(t): t for t in inputs}.values())])
+    for name, fused, separate in zip(["out", "d in_proj_weight", "d in_proj_bias", "dx"], *results):
+        np.testing.assert_allclose(fused, separate, rtol=1e-10, atol=1e-12, err_msg=name)
