@@ -39,6 +39,7 @@ from miniclip.losses import clip_loss
 from miniclip.models import create_model
 from miniclip.models.config import load_config
 from miniclip.tensor import Tensor
+from miniclip.train import parameter_groups   # OpenCLIP's split, for both frameworks
 
 LR, BETAS, EPS, WD = 5e-4, (0.9, 0.98), 1e-6, 0.2
 PHASES = ("forward", "loss", "backward", "optimizer")
@@ -84,14 +85,6 @@ def step_flops(config, batch):
     return None if forward is None else 3 * forward
 
 
-def parameter_groups(named_parameters):
-    decay, no_decay = [], []
-    for name, p in named_parameters:
-        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if exclude else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": WD}]
-
-
 def cupy_synchronize():
     backend.to_device(np.zeros(1), "cuda")   # makes sure CuPy is imported
     import cupy
@@ -101,7 +94,7 @@ def cupy_synchronize():
 class MiniclipStep:
     def __init__(self, config, images, tokens, device="cpu"):
         self.model = create_model(config).to(device)
-        self.optimizer = optim.AdamW(parameter_groups(self.model.named_parameters()), lr=LR, betas=BETAS, eps=EPS)
+        self.optimizer = optim.AdamW(parameter_groups(self.model, WD), lr=LR, betas=BETAS, eps=EPS)
         self.images, self.tokens = backend.to_device(images, device), backend.to_device(tokens, device)
         self.wait = cupy_synchronize if device == "cuda" else (lambda: None)
 
@@ -141,7 +134,7 @@ class OpenclipStep:
             self.model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()})
         self.model.to(device)
         self.loss = open_clip.ClipLoss()
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model.named_parameters()), lr=LR, betas=BETAS,
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, WD), lr=LR, betas=BETAS,
                                            eps=EPS)
         self.images, self.tokens = torch.from_numpy(images).to(device), torch.from_numpy(tokens).to(device)
 

@@ -13,11 +13,11 @@
 """
 import numpy as np
 
-from miniclip.backend import to_device, to_numpy
+from miniclip.backend import to_numpy
 from miniclip.data import image_transform
-from miniclip.tensor import Tensor, no_grad
 from miniclip.training.data import eval_loader
-from miniclip.zeroshot import caption_vs_hard_negatives, retrieval_metrics, zeroshot_accuracy
+from miniclip.zeroshot import (caption_vs_hard_negatives, encode_images, encode_texts, retrieval_metrics,
+                               zeroshot_accuracy)
 
 SIMILARITY_PLOT_SIZE = 16   # the similarity matrix of the first 16 val pairs goes to the plots
 
@@ -26,21 +26,9 @@ def _unit_rows(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-@no_grad()
-def image_features(model, images, device):
-    return to_numpy(model.encode_image(Tensor(to_device(images, device)), normalize=True).data)
-
-
-@no_grad()
-def text_features(model, tokenizer, texts, device, batch_size=256):
-    out = [to_numpy(model.encode_text(to_device(tokenizer(texts[i:i + batch_size]), device), normalize=True).data)
-           for i in range(0, len(texts), batch_size)]
-    return np.concatenate(out)
-
-
 def classifier(model, tokenizer, prompts, device):
     """(C, D): per class, the normalised mean of its prompts' normalised embeddings."""
-    features = text_features(model, tokenizer, [text for texts in prompts for text in texts], device)
+    features = encode_texts(model, tokenizer, [text for texts in prompts for text in texts], device=device)
     ends = np.cumsum([len(texts) for texts in prompts])   # class k's prompts: rows ends[k-1]:ends[k]
     return _unit_rows(np.stack([chunk.mean(axis=0) for chunk in np.split(features, ends[:-1])]))
 
@@ -49,7 +37,7 @@ def evaluate_zeroshot(model, tokenizer, zeroshot_set, args, image_size, device):
     weights = classifier(model, tokenizer, zeroshot_set.prompts, device)
     features, labels = [], []
     for images, batch_labels in eval_loader(zeroshot_set.dataset, args, image_size).epoch(0):
-        features.append(image_features(model, images, device))
+        features.append(encode_images(model, images, device=device))
         labels += list(batch_labels)
     topk = (1, 5) if len(zeroshot_set.classnames) > 5 else (1,)
     accuracy = zeroshot_accuracy(np.concatenate(features), labels, weights, topk=topk)
@@ -61,9 +49,9 @@ def evaluate_pairs(model, tokenizer, dataset, args, image_size, device, logit_sc
     also the similarity matrix for the plot."""
     images, texts = [], []
     for batch_images, batch_texts in eval_loader(dataset, args, image_size).epoch(0):
-        images.append(image_features(model, batch_images, device))
+        images.append(encode_images(model, batch_images, device=device))
         texts += list(batch_texts)
-    image_f, text_f = np.concatenate(images), text_features(model, tokenizer, texts, device)
+    image_f, text_f = np.concatenate(images), encode_texts(model, tokenizer, texts, device=device)
     metrics = {f"val_{k}": v for k, v in retrieval_metrics(image_f, text_f).items()}
     logits = logit_scale * image_f.astype(np.float64) @ text_f.T.astype(np.float64)   # (N, N)
     if logit_bias is None:
@@ -85,11 +73,11 @@ def _cross_entropy_diagonal(logits):
 def evaluate_hard_negatives(model, tokenizer, scenes, image_size, device):
     transform = image_transform(image_size, is_train=False)
     metrics = {}
-    image_f = image_features(model, np.stack([transform(image) for image, _, _ in scenes]), device)
-    caption_f = text_features(model, tokenizer, [text for _, text, _ in scenes], device)
+    image_f = encode_images(model, np.stack([transform(image) for image, _, _ in scenes]), device=device)
+    caption_f = encode_texts(model, tokenizer, [text for _, text, _ in scenes], device=device)
     for kind in ("swap_colors", "swap_shapes", "reverse_relation"):
         rows = [i for i, (_, _, negatives) in enumerate(scenes) if kind in negatives]
-        negative_f = text_features(model, tokenizer, [scenes[i][2][kind] for i in rows], device)
+        negative_f = encode_texts(model, tokenizer, [scenes[i][2][kind] for i in rows], device=device)
         metrics[f"hard_negatives_{kind}"] = caption_vs_hard_negatives(image_f[rows], caption_f[rows],
                                                                       negative_f[:, None, :])
     return metrics
