@@ -70,6 +70,38 @@ def to_device(x, device):
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
 
 
+def _require_cupy(what):
+    cupy = _import_cupy()
+    if cupy is None:
+        raise RuntimeError(f"{what} needs CuPy and a CUDA GPU (pip install 'miniclip[gpu]' on a machine with one)")
+    return cupy
+
+
+def synchronize():
+    """Wait until the GPU has finished the work queued so far (for timing); a no-op without CuPy."""
+    if _cupy:
+        _cupy.cuda.Device().synchronize()
+
+
+# ---- for data-parallel training on GPUs (miniclip/distributed.py) ------------------------------
+def use_gpu(index):
+    """Make GPU number `index` (modulo the number of GPUs) this process's current device."""
+    cupy = _require_cupy("use_gpu")
+    cupy.cuda.Device(index % cupy.cuda.runtime.getDeviceCount()).use()
+
+
+def nccl():
+    """CuPy's NCCL bindings (cupy.cuda.nccl): the collectives between GPUs."""
+    _require_cupy("NCCL")
+    from cupy.cuda import nccl
+    return nccl
+
+
+def current_stream_pointer():
+    """The current CuPy stream, as the integer NCCL's calls take."""
+    return _require_cupy("current_stream_pointer").cuda.get_current_stream().ptr
+
+
 def erf(x):
     """The error function, elementwise, to full float64 precision.
 

@@ -90,6 +90,8 @@ def main(argv=None):
     step.add_argument("--vs-openclip", action="store_true", help="alternate with OpenCLIP on the same config")
     step.add_argument("--threads", type=int, default=2, help="torch's threads for --vs-openclip")
     step.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: CuPy vs torch on the GPU")
+    step.add_argument("--precision", choices=("fp32", "amp", "amp_bf16"), default="fp32",
+                      help="amp / amp_bf16: the mixed-precision step of miniclip.train (and torch.autocast)")
     step.add_argument("--json", metavar="FILE", help="also append one JSON line per batch size to FILE")
     args = parser.parse_args(argv)
 
@@ -97,7 +99,7 @@ def main(argv=None):
         from miniclip import bench_step
         for batch in args.batch or [64]:
             result = bench_step.run(args.model, batch, args.steps, args.warmup, args.vs_openclip, args.threads,
-                                    args.device)
+                                    args.device, args.precision)
             bench_step.print_result(result)
             if args.json:
                 with open(args.json, "a") as f:

@@ -20,6 +20,11 @@ weights into it, and alternates the two frameworks step by step (A, B, A, B, ...
 machine's slow phases hit both; torch uses the same number of threads. OpenCLIP's peak memory is
 measured in a child process that imports only torch and open_clip.
 
+--precision amp (or amp_bf16) times the mixed-precision step of `python -m miniclip.train --precision
+amp`: matmuls in float16 (bfloat16) under miniclip.amp.autocast, the loss scaled by a GradScaler
+(float16 only), the optimizer step skipped on overflow; OpenCLIP's side runs under torch.autocast
+with torch's GradScaler. (On the CPU miniclip's 16-bit matmuls run at float32 speed: see amp.py.)
+
 --device cuda runs both on the GPU (CuPy arrays for miniclip, torch's CUDA tensors for OpenCLIP);
 each phase then waits for the GPU (synchronize) before its clock stops, and the memory column is
 the host process's, not the GPU's.
@@ -34,12 +39,13 @@ import time
 
 import numpy as np
 
-from miniclip import backend, optim
+from miniclip import amp, backend, optim
 from miniclip.losses import clip_loss
 from miniclip.models import create_model
 from miniclip.models.config import load_config
 from miniclip.tensor import Tensor
 from miniclip.train import parameter_groups   # OpenCLIP's split, for both frameworks
+from miniclip.training.options import PRECISIONS
 
 LR, BETAS, EPS, WD = 5e-4, (0.9, 0.98), 1e-6, 0.2
 PHASES = ("forward", "loss", "backward", "optimizer")
@@ -85,18 +91,14 @@ def step_flops(config, batch):
     return None if forward is None else 3 * forward
 
 
-def cupy_synchronize():
-    backend.to_device(np.zeros(1), "cuda")   # makes sure CuPy is imported
-    import cupy
-    cupy.cuda.Device().synchronize()
-
-
 class MiniclipStep:
-    def __init__(self, config, images, tokens, device="cpu"):
+    def __init__(self, config, images, tokens, device="cpu", precision="fp32"):
         self.model = create_model(config).to(device)
         self.optimizer = optim.AdamW(parameter_groups(self.model, WD), lr=LR, betas=BETAS, eps=EPS)
         self.images, self.tokens = backend.to_device(images, device), backend.to_device(tokens, device)
-        self.wait = cupy_synchronize if device == "cuda" else (lambda: None)
+        self.wait = backend.synchronize
+        self.low_precision = PRECISIONS[precision]
+        self.scaler = amp.GradScaler() if self.low_precision == "float16" else None
 
     def clock(self):
         self.wait()
@@ -106,14 +108,19 @@ class MiniclipStep:
         """One step; returns {phase: seconds}."""
         t0 = self.clock()
         self.optimizer.zero_grad()
-        image_features = self.model.encode_image(Tensor(self.images), normalize=True)
-        text_features = self.model.encode_text(self.tokens, normalize=True)
-        t1 = self.clock()
-        loss = clip_loss(image_features, text_features, self.model.logit_scale.exp())
-        t2 = self.clock()
-        loss.backward()
+        with amp.autocast(self.low_precision):
+            image_features = self.model.encode_image(Tensor(self.images), normalize=True)
+            text_features = self.model.encode_text(self.tokens, normalize=True)
+            t1 = self.clock()
+            loss = clip_loss(image_features, text_features, self.model.logit_scale.exp())
+            t2 = self.clock()
+            loss.backward(grad=1.0 if self.scaler is None else self.scaler.scale)
         t3 = self.clock()
-        self.optimizer.step()
+        overflow = self.scaler is not None and self.scaler.unscale_(self.model.parameters())
+        if self.scaler is not None:
+            self.scaler.update(overflow)
+        if not overflow:
+            self.optimizer.step()
         scale = self.model.logit_scale.data
         backend.get_array_module(scale).clip(scale, 0, np.log(100), out=scale)
         t4 = self.clock()
@@ -123,11 +130,14 @@ class MiniclipStep:
 class OpenclipStep:
     """The same step in torch + open_clip, starting from miniclip's weights."""
 
-    def __init__(self, config, images, tokens, state_dict, threads, device="cpu"):
+    def __init__(self, config, images, tokens, state_dict, threads, device="cpu", precision="fp32"):
         import open_clip
         import torch
         torch.set_num_threads(threads)
         self.torch, self.device = torch, device
+        low_precision = PRECISIONS[precision]
+        self.autocast_dtype = None if low_precision is None else getattr(torch, low_precision)
+        self.scaler = torch.amp.GradScaler(device) if low_precision == "float16" else None
         self.model = open_clip.CLIP(**{k: v for k, v in config.items() if k in ("embed_dim", "vision_cfg", "text_cfg",
                                                                               "quick_gelu")})
         if state_dict is not None:
@@ -146,14 +156,19 @@ class OpenclipStep:
     def __call__(self):
         t0 = self.clock()
         self.optimizer.zero_grad()
-        image_features = self.model.encode_image(self.images, normalize=True)
-        text_features = self.model.encode_text(self.tokens, normalize=True)
-        t1 = self.clock()
-        loss = self.loss(image_features, text_features, self.model.logit_scale.exp())
-        t2 = self.clock()
-        loss.backward()
+        with self.torch.autocast(self.device, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            image_features = self.model.encode_image(self.images, normalize=True)
+            text_features = self.model.encode_text(self.tokens, normalize=True)
+            t1 = self.clock()
+            loss = self.loss(image_features, text_features, self.model.logit_scale.exp())
+            t2 = self.clock()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         t3 = self.clock()
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         with self.torch.no_grad():
             self.model.logit_scale.clamp_(0, np.log(100))
         t4 = self.clock()
@@ -171,28 +186,29 @@ def summarise(phase_times):
     return summary
 
 
-def openclip_peak_memory(model, batch, steps, threads, device):
+def openclip_peak_memory(model, batch, steps, threads, device, precision):
     """Peak RSS (GiB) of a child process that only runs OpenCLIP's step."""
     command = [sys.executable, "-m", "miniclip.bench_step", "--openclip-child", model, str(batch), str(steps),
-               str(threads), device]
+               str(threads), device, precision]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
 
 
-def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2, device="cpu"):
+def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2, device="cpu", precision="fp32"):
     config = load_config(model)
     images, tokens = make_inputs(config, batch)
-    ours = MiniclipStep(config, images, tokens, device)
+    ours = MiniclipStep(config, images, tokens, device, precision)
     for _ in range(warmup):
         ours()
-    result = {"model": model, "batch": batch, "device": device, "flops": step_flops(config, batch)}
+    result = {"model": model, "batch": batch, "device": device, "precision": precision,
+              "flops": step_flops(config, batch)}
     if not vs_openclip:
         result["miniclip"] = summarise([ours() for _ in range(steps)])
         result["miniclip_peak_rss_gib"] = peak_rss_gib()
         return result
     result["miniclip_peak_rss_gib"] = peak_rss_gib()   # before torch is imported
     state_dict = {k: backend.to_numpy(v.data) for k, v in ours.model.state_dict().items()}
-    theirs = OpenclipStep(config, images, tokens, state_dict, threads, device)
+    theirs = OpenclipStep(config, images, tokens, state_dict, threads, device, precision)
     for _ in range(warmup):
         theirs()
     ours_times, theirs_times = [], []
@@ -200,13 +216,14 @@ def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2, device="c
         ours_times.append(ours())
         theirs_times.append(theirs())
     result["miniclip"], result["openclip"] = summarise(ours_times), summarise(theirs_times)
-    result["openclip_peak_rss_gib"] = openclip_peak_memory(model, batch, max(2, steps // 2), threads, device)
+    result["openclip_peak_rss_gib"] = openclip_peak_memory(model, batch, max(2, steps // 2), threads, device,
+                                                           precision)
     return result
 
 
 def print_result(r):
     frameworks = [f for f in ("miniclip", "openclip") if f in r]
-    print(f"model {r['model']}, batch {r['batch']}, {r['device']}: median seconds per phase")
+    print(f"model {r['model']}, batch {r['batch']}, {r['device']}, {r['precision']}: median seconds per phase")
     print(f"{'':10}" + "".join(f"{p:>11}" for p in (*PHASES, "step")) + f"{'GFLOP/s':>10}{'peak GiB':>10}")
     for f in frameworks:
         s = r[f]
@@ -218,11 +235,11 @@ def print_result(r):
               f"(below 1 means miniclip is faster)")
 
 
-def openclip_child(model, batch, steps, threads, device):
+def openclip_child(model, batch, steps, threads, device, precision):
     """Run OpenCLIP's step alone and print its peak memory as JSON (for openclip_peak_memory)."""
     config = load_config(model)
     images, tokens = make_inputs(config, batch)
-    step = OpenclipStep(config, images, tokens, None, threads, device)   # its own random init: same memory
+    step = OpenclipStep(config, images, tokens, None, threads, device, precision)   # own init: same memory
     for _ in range(steps):
         step()
     print(json.dumps({"peak_rss_gib": peak_rss_gib()}))
@@ -230,4 +247,4 @@ def openclip_child(model, batch, steps, threads, device):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--openclip-child"]:
-        openclip_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+        openclip_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7])

@@ -109,8 +109,8 @@ class Distributed:
     def all_reduce_sum_(self, x):
         """x <- the sum of x over the ranks, in place (x contiguous)."""
         if backend.is_cupy_array(x):
-            from cupy.cuda import nccl
-            self.nccl.allReduce(x.data.ptr, x.data.ptr, x.size, nccl_dtype(x), nccl.NCCL_SUM, cuda_stream())
+            self.nccl.allReduce(x.data.ptr, x.data.ptr, x.size, nccl_dtype(x), backend.nccl().NCCL_SUM,
+                                backend.current_stream_pointer())
         else:
             from mpi4py import MPI
             self.comm.Allreduce(MPI.IN_PLACE, x, op=MPI.SUM)
@@ -122,7 +122,7 @@ class Distributed:
         x = x if x.flags.c_contiguous else x.copy()
         gathered = xp.empty((self.world_size * x.shape[0],) + x.shape[1:], x.dtype)
         if backend.is_cupy_array(x):
-            self.nccl.allGather(x.data.ptr, gathered.data.ptr, x.size, nccl_dtype(x), cuda_stream())
+            self.nccl.allGather(x.data.ptr, gathered.data.ptr, x.size, nccl_dtype(x), backend.current_stream_pointer())
         else:
             self.comm.Allgather(x, gathered)
         return gathered
@@ -130,7 +130,7 @@ class Distributed:
     def broadcast_(self, x, root=0):
         """x <- rank root's x, in place."""
         if backend.is_cupy_array(x):
-            self.nccl.bcast(x.data.ptr, x.size, nccl_dtype(x), root, cuda_stream())
+            self.nccl.bcast(x.data.ptr, x.size, nccl_dtype(x), root, backend.current_stream_pointer())
         else:
             self.comm.Bcast(x, root=root)
         return x
@@ -288,24 +288,18 @@ def planned_failure(rank):
 def nccl_communicator(comm):
     """One GPU per rank (local rank i takes device i mod the count) and an NCCL communicator over
     all ranks; rank 0 makes NCCL's unique id and MPI hands it to the others."""
-    import cupy
-    from cupy.cuda import nccl
     from mpi4py import MPI
     local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()   # the rank among this machine's
-    cupy.cuda.Device(local_rank % cupy.cuda.runtime.getDeviceCount()).use()
+    backend.use_gpu(local_rank)
+    nccl = backend.nccl()
     unique_id = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
     return nccl.NcclCommunicator(comm.Get_size(), unique_id, comm.Get_rank())
 
 
 def nccl_dtype(x):
-    from cupy.cuda import nccl
+    nccl = backend.nccl()
     types = {"float16": nccl.NCCL_FLOAT16, "float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
              "int32": nccl.NCCL_INT32, "int64": nccl.NCCL_INT64}
     if x.dtype.name not in types:
         raise TypeError(f"NCCL collectives here take {sorted(types)}, got {x.dtype}")
     return types[x.dtype.name]
-
-
-def cuda_stream():
-    import cupy
-    return cupy.cuda.get_current_stream().ptr

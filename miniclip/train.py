@@ -43,7 +43,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from miniclip import backend, distributed, optim
+from miniclip import amp, backend, distributed, optim
 from miniclip.checkpoint import atomic_write, read_safetensors_metadata
 from miniclip.creation import manual_seed
 from miniclip.losses import clip_loss, siglip_loss
@@ -53,7 +53,7 @@ from miniclip.ops import concat
 from miniclip.tensor import Tensor, no_grad
 from miniclip.training.data import build_data, train_loader
 from miniclip.training.evaluate import evaluate
-from miniclip.training.options import parse_args
+from miniclip.training.options import PRECISIONS, parse_args
 from miniclip.training.plots import plot_run
 from miniclip.training.state import checkpoint_step, latest_checkpoint, load_training_state, save_training_state
 
@@ -111,9 +111,10 @@ def contrastive_loss(model, image_features, text_features, logit_scale):
     return siglip_loss(image_features, text_features, logit_scale, model.logit_bias)
 
 
-def forward_backward(model, images, tokens, accum_freq, loss_fn=None):
+def forward_backward(model, images, tokens, accum_freq, loss_fn=None, loss_scale=1.0):
     """Backward the loss of the whole batch (see the module docstring); return its value.
-    loss_fn(image_features, text_features, logit_scale): by default contrastive_loss(model, ...)."""
+    loss_fn(image_features, text_features, logit_scale): by default contrastive_loss(model, ...).
+    loss_scale: backward loss * loss_scale (float16 loss scaling, miniclip/amp.py)."""
     if loss_fn is None:
         def loss_fn(image_features, text_features, logit_scale):
             return contrastive_loss(model, image_features, text_features, logit_scale)
@@ -121,7 +122,7 @@ def forward_backward(model, images, tokens, accum_freq, loss_fn=None):
         image_features = model.encode_image(Tensor(images), normalize=True)
         text_features = model.encode_text(tokens, normalize=True)
         loss = loss_fn(image_features, text_features, model.logit_scale.exp())
-        loss.backward()
+        loss.backward(grad=loss_scale)
         return float(loss.data)
 
     image_chunks, token_chunks = np.array_split(images, accum_freq), np.array_split(tokens, accum_freq)
@@ -135,7 +136,7 @@ def forward_backward(model, images, tokens, accum_freq, loss_fn=None):
         text_features = concat([text_j if i == j else Tensor(f) for i, (_, f) in enumerate(kept)])
         logit_scale = model.logit_scale.exp() if j == 0 else Tensor(np.exp(model.logit_scale.data))
         loss = loss_fn(image_features, text_features, logit_scale)
-        loss.backward()
+        loss.backward(grad=loss_scale)
     return float(loss.data)
 
 
@@ -244,10 +245,12 @@ def run(args, device, argv, dist=None):
     schedule = (optim.cosine_lr if args.lr_scheduler == "cosine" else optim.const_lr)(
         optimizer, args.lr, warmup, total_steps)
 
+    low_precision = PRECISIONS[args.precision]
+    scaler = amp.GradScaler() if low_precision == "float16" else None
     progress = {"step": 0, "epoch": 0, "batch": 0}
     if resume:
         check_same_flags(args, resume)
-        progress = load_training_state(resume, model, optimizer)
+        progress = load_training_state(resume, model, optimizer, scaler)
         if is_main:
             print(f"resumed from {resume} at step {progress['step']} (epoch {progress['epoch']}, "
                   f"batch {progress['batch']})")
@@ -282,20 +285,21 @@ def run(args, device, argv, dist=None):
         if dist is not None:
             dist.check_same_parameters(model)
         if is_main:
-            save_training_state(path, model, data.tokenizer, optimizer, progress, args)
+            save_training_state(path, model, data.tokenizer, optimizer, progress, args, scaler)
         return path
 
     global_batch = args.world_size * args.batch_size * args.accum_freq
     if is_main:
         ranks = "" if dist is None else f" ({args.world_size} ranks x {args.batch_size * args.accum_freq})"
         print(f"run folder {run_folder}: {sum(p.data.size for p in model.parameters()):,} parameters, "
-              f"{len(data.train):,} training samples, {total_steps} steps of {global_batch}{ranks} on {device}")
+              f"{len(data.train):,} training samples, {total_steps} steps of {global_batch}{ranks} on {device}"
+              + ("" if low_precision is None else f", {low_precision} matmuls"))
     if progress["step"] == 0:
         run_evaluation(0)   # before training: the chance level, for the plots
     bar = tqdm(total=total_steps, initial=progress["step"], disable=args.no_progress or not is_main,
                unit="step", dynamic_ncols=True)
     model.train()
-    last_saved, skipped = resume, 0
+    last_saved, skipped, overflows = resume, 0, 0
     with StopRequest(enabled=dist is None) as stop:
         while progress["step"] < total_steps and not stop.requested:
             epoch = progress["epoch"]
@@ -304,7 +308,9 @@ def run(args, device, argv, dist=None):
                 lr = schedule(progress["step"])
                 optimizer.zero_grad()
                 images, tokens = backend.to_device(images, device), backend.to_device(tokens, device)
-                loss = forward_backward(model, images, tokens, args.accum_freq, loss_fn)
+                with amp.autocast(low_precision):
+                    loss = forward_backward(model, images, tokens, args.accum_freq, loss_fn,
+                                            loss_scale=1.0 if scaler is None else scaler.scale)
                 if dist is not None:
                     dist.simulate_failure(progress["step"] + 1)
                     dist.all_reduce_gradients(model.parameters())
@@ -314,13 +320,20 @@ def run(args, device, argv, dist=None):
                     raise SystemExit(f"the loss is {loss} at step {progress['step'] + 1}: stopping. Nothing "
                                      f"was saved after the last good checkpoint ({last_saved or 'none'}); "
                                      f"try a lower --lr, --grad-clip-norm, or a longer --warmup")
-                if args.grad_clip_norm is not None:
-                    optim.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
-                optimizer.step()
-                # In place: the optimizer updates this array in place too (and a 0-d array's .clip()
-                # would return a NumPy scalar, which no in-place update can change).
-                t = model.logit_scale.data
-                backend.get_array_module(t).clip(t, 0, MAX_LOGIT_SCALE, out=t)
+                overflow = False
+                if scaler is not None:   # the gradients are the same on every rank here (all-reduced)
+                    loss_scale = scaler.scale
+                    overflow = scaler.unscale_(model.parameters())
+                    scaler.update(overflow)
+                    overflows += overflow
+                if not overflow:   # a float16 overflow skips the step; the loss scale was halved
+                    if args.grad_clip_norm is not None:
+                        optim.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
+                    optimizer.step()
+                    # In place: the optimizer updates this array in place too (and a 0-d array's
+                    # .clip() would return a NumPy scalar, which no in-place update can change).
+                    t = model.logit_scale.data
+                    backend.get_array_module(t).clip(t, 0, MAX_LOGIT_SCALE, out=t)
                 progress["step"] += 1
                 progress["batch"] += 1
                 now = time.perf_counter()
@@ -328,8 +341,11 @@ def run(args, device, argv, dist=None):
                 tick = now
                 scale = float(np.exp(backend.to_numpy(model.logit_scale.data)))
                 if progress["step"] % args.log_every_n_steps == 0:
-                    log({"step": progress["step"], "epoch": epoch, "loss": loss, "lr": lr,
-                         "logit_scale": scale, "samples_per_s": samples_per_s})
+                    record = {"step": progress["step"], "epoch": epoch, "loss": loss, "lr": lr,
+                              "logit_scale": scale, "samples_per_s": samples_per_s}
+                    if scaler is not None:
+                        record.update(loss_scale=loss_scale, skipped_step=overflow)
+                    log(record)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", scale=f"{scale:.1f}", samples_s=f"{samples_per_s:.0f}")
                 if stop.requested or (progress["step"] == total_steps and progress["batch"] < steps_per_epoch):
@@ -357,6 +373,9 @@ def run(args, device, argv, dist=None):
     if not is_main:
         return 0
     metrics_file.close()
+    if overflows:
+        print(f"float16 overflow: skipped {overflows} optimizer steps (each halved the loss scale, now "
+              f"{scaler.scale:g})")
     if skipped:
         print(f"skipped {skipped} bad samples (--skip-bad-samples); the first ones are named in the warnings above")
     if stop.requested:

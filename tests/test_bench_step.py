@@ -54,8 +54,9 @@ def test_forward_flops_match_torch_flop_counter(torch, open_clip, name):
 
 
 @pytest.mark.oracle
-def test_vs_openclip_runs_both_and_reports_the_ratio(torch, open_clip, tiny, capsys):
-    result = bench_step.run(tiny, 4, steps=2, warmup=1, vs_openclip=True, threads=1)
+@pytest.mark.parametrize("precision", ["fp32", "amp", "amp_bf16"])
+def test_vs_openclip_runs_both_and_reports_the_ratio(torch, open_clip, tiny, capsys, precision):
+    result = bench_step.run(tiny, 4, steps=2, warmup=1, vs_openclip=True, threads=1, precision=precision)
     bench_step.print_result(result)
     assert result["openclip"]["step"] > 0 and result["openclip_peak_rss_gib"] > 0
     assert "miniclip / OpenCLIP step time" in capsys.readouterr().out

@@ -178,6 +178,16 @@ def test_to_cpu_is_a_no_op_and_cuda_without_gpu_is_a_clear_error():
             x.to("cuda")
 
 
+def test_gpu_helpers_without_a_gpu_are_clear_errors_and_synchronize_is_a_no_op():
+    if miniclip.has_gpu():
+        pytest.skip("this machine has a GPU")
+    from miniclip import backend
+    backend.synchronize()
+    for helper in (backend.nccl, backend.current_stream_pointer, lambda: backend.use_gpu(0)):
+        with pytest.raises(RuntimeError, match="CuPy and a CUDA GPU"):
+            helper()
+
+
 def test_a_small_regression_trains():
     # fit y = 3x - 1 by gradient descent on the autograd engine alone
     rng = np.random.default_rng(0)

@@ -17,11 +17,18 @@ out in W's layout, where the composed path computes (x^T dy) and transposes it b
 Permute node; and two graph nodes become one. (On tiny-vit-s this is ~60 layers x 3 fewer nodes
 and ~60 fewer (N, out) temporaries per step.)
 
+Under miniclip.amp.autocast, linear rounds x, W and b to 16 bits, runs FusedLinear on them and
+brings the output back to float32 (miniclip/amp.py explains mixed precision); the products go
+through amp.matmul_2d, which multiplies float16 on NumPy in float32 as a tensor core would.
+
 embedding's gradient scatter-adds each row of dy into the row of W it was read from, so an id
 that appears twice receives both gradients (GetItem). Checked by tests/functional/test_linear.py:
 float64 gradcheck, torch.nn.functional on the same inputs, and FusedLinear against
 linear_composed (values and gradients) on odd shapes.
 """
+import numpy as np
+
+from miniclip import amp
 from miniclip.backend import to_device
 from miniclip.ops import getitem, matmul, transpose
 from miniclip.tensor import Function, Tensor, as_tensor
@@ -33,18 +40,18 @@ class FusedLinear(Function):
     def forward(self, x, weight, bias=None):
         self.x2 = x.reshape(-1, x.shape[-1])                          # (N, in); a view when x is contiguous
         self.weight = weight
-        y = self.x2 @ weight.T                                        # (N, out), a fresh array
-        if bias is not None:
-            y += bias                                                 # in place: no second (N, out) array
+        y = amp.matmul_2d(self.x2, weight.T, bias)     # (N, out): a fresh array, the bias added in place
         return y.reshape(x.shape[:-1] + (weight.shape[0],))          # (..., out)
 
     def backward(self, dy):
         dy2 = dy.reshape(-1, dy.shape[-1])                            # (N, out)
         x = self.inputs[0]
-        dx = (dy2 @ self.weight).reshape(x.shape) if x.requires_grad else None    # (..., in)
-        dw = dy2.T @ self.x2                                          # (out, in)
+        dx = amp.matmul_2d(dy2, self.weight).reshape(x.shape) if x.requires_grad else None   # (..., in)
+        dw = amp.matmul_2d(dy2.T, self.x2)                            # (out, in)
         if len(self.inputs) == 2:
             return dx, dw
+        if dy2.dtype == np.float16:                                   # sum in float32, as cuBLAS would
+            return dx, dw, dy2.sum(axis=0, dtype=np.float32).astype(np.float16)   # (out,)
         return dx, dw, dy2.sum(axis=0)                                # (out,)
 
 
@@ -55,6 +62,10 @@ def linear(x, weight, bias=None):
         raise ValueError(f"linear: input of shape {x.shape} has {x.shape[-1]} features, but weight "
                          f"of shape {weight.shape} must be (out_features, {x.shape[-1]})")
     tensors = (x, weight) if bias is None else (x, weight, as_tensor(bias))
+    low_precision = amp.autocast_dtype()
+    if low_precision is not None and all(t.dtype == np.float32 for t in tensors):
+        y = FusedLinear.apply(*[amp.to_low_precision(t, low_precision) for t in tensors])
+        return amp.to_float32(y, low_precision)
     if len({t.dtype for t in tensors}) > 1:               # mixed dtypes: let NumPy promote, as composed
         return linear_composed(*tensors)
     return FusedLinear.apply(*tensors)

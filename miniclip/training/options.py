@@ -8,7 +8,8 @@ import argparse
 import time
 
 SCHEDULERS = ("cosine", "const")
-PRECISIONS = ("fp32",)
+# --precision (OpenCLIP's names) -> the 16-bit dtype of the matmuls (miniclip/amp.py), None: float32
+PRECISIONS = {"fp32": None, "amp": "float16", "amp_bf16": "bfloat16", "amp_bfloat16": "bfloat16"}
 
 
 def build_parser():
@@ -70,7 +71,9 @@ def build_parser():
     opt.add_argument("--lr-scheduler", choices=SCHEDULERS, default="cosine")
     opt.add_argument("--grad-clip-norm", type=float, help="clip the global gradient norm to this")
     opt.add_argument("--seed", type=int, default=0)
-    opt.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    opt.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                     help="amp: float16 matmuls with loss scaling; amp_bf16: bfloat16 matmuls; weights, "
+                          "norms, softmax and loss stay float32 (see miniclip/amp.py)")
     opt.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto: the GPU when CuPy sees one, else the CPU")
 

@@ -1,5 +1,6 @@
 """python -m miniclip.train end to end, on a tiny model: learning, the run folder, exact resume,
 Ctrl-C, interrupted checkpoint writes, NaN, bad data, --accum-freq, CSV separators."""
+import functools
 import glob
 import json
 import os
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 import miniclip
-from miniclip import train
+from miniclip import amp, train
 from miniclip.checkpoint import load_safetensors
 from miniclip.training.plots import read_metrics
 
@@ -54,8 +55,11 @@ def test_loss_falls_and_the_run_folder_has_everything(run_flags):
     assert float(np.exp(model.logit_scale.data)) <= 100
 
 
-def test_resume_from_an_epoch_checkpoint_gives_the_same_losses(run_flags, tmp_path):
-    flags = run_flags + ["--epochs", "2"]
+@pytest.mark.parametrize("precision", ["fp32", "amp"])
+def test_resume_from_an_epoch_checkpoint_gives_the_same_losses(run_flags, tmp_path, monkeypatch, precision):
+    # A loss scale of 2^24 overflows float16 at first, so the scale at the checkpoint is not the start's.
+    monkeypatch.setattr(amp, "GradScaler", functools.partial(amp.GradScaler, init_scale=2.0 ** 24))
+    flags = run_flags + ["--epochs", "2", "--precision", precision]
     _, whole = run(flags, "whole")
     # A second run that only has the first epoch's checkpoint continues from it in a new process state.
     resumed = os.path.join(tmp_path / "logs", "resumed", "checkpoints")
@@ -64,6 +68,30 @@ def test_resume_from_an_epoch_checkpoint_gives_the_same_losses(run_flags, tmp_pa
     code, folder = run(flags + ["--resume", "latest"], "resumed")
     assert code == 0
     assert step_losses(folder) == step_losses(whole)[4:]   # steps 5-8, bit for bit
+    if precision == "amp":   # and the float16 loss scale went on from where it was (it fell at step 1)
+        scales = [[r["loss_scale"] for r in read_metrics(os.path.join(f, "metrics.jsonl")) if "loss" in r]
+                  for f in (whole, folder)]
+        assert scales[1] == scales[0][4:] and scales[1][0] < 2.0 ** 24
+
+
+@pytest.mark.parametrize("precision", ["amp", "amp_bf16"])
+def test_mixed_precision_trains_like_float32(run_flags, precision):
+    flags = run_flags + ["--epochs", "3", "--lr", "3e-3", "--wd", "0"]
+    _, fp32 = run(flags, "fp32")
+    code, folder = run(flags + ["--precision", precision], precision)
+    assert code == 0
+    losses, reference = [l for _, l in step_losses(folder)], [l for _, l in step_losses(fp32)]
+    assert len(losses) == 12 and losses != reference
+    assert abs(losses[0] - reference[0]) < 5e-3    # the same weights: only the 16-bit rounding differs
+    assert np.mean(losses[-4:]) < losses[0] - 0.5   # and it learns as float32 does
+    records = [r for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if "loss" in r]
+    if precision == "amp":   # float16 scales the loss; a step that overflowed was skipped and halved it
+        scales = [r["loss_scale"] for r in records]
+        assert scales[0] == 2.0 ** 16 and all(s > 0 for s in scales)
+        for before, after in zip(records, records[1:]):
+            assert after["loss_scale"] == before["loss_scale"] / (2 if before["skipped_step"] else 1)
+    else:
+        assert "loss_scale" not in records[0]
 
 
 def test_ctrl_c_saves_and_resume_latest_continues_exactly(run_flags, tmp_path):
@@ -115,9 +143,9 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_usable(run_flag
 def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(run_flags, monkeypatch, tmp_path):
     real_step, steps = train.forward_backward, []
 
-    def nan_at_step_6(*args):
+    def nan_at_step_6(*args, **kwargs):
         steps.append(1)
-        return float("nan") if len(steps) == 6 else real_step(*args)
+        return float("nan") if len(steps) == 6 else real_step(*args, **kwargs)
 
     monkeypatch.setattr(train, "forward_backward", nan_at_step_6)
     with pytest.raises(SystemExit, match=r"the loss is nan at step 6.*epoch_1.safetensors"):
