@@ -262,7 +262,10 @@ def run(args, device, argv, dist=None):
     if is_main:
         os.makedirs(checkpoints, exist_ok=True)
         write_config(run_folder, args, config, data, device, total_steps, warmup)
-        metrics_file = open(os.path.join(run_folder, "metrics.jsonl"), "a")
+        metrics_path = os.path.join(run_folder, "metrics.jsonl")
+        if resume:
+            forget_metrics_after(metrics_path, progress["step"])
+        metrics_file = open(metrics_path, "a")
 
     def log(record):
         if is_main:
@@ -384,6 +387,16 @@ def run(args, device, argv, dist=None):
         return 130
     print(f"done: {progress['step']} steps. Checkpoint {last_saved}; plots in {os.path.join(run_folder, 'plots')}")
     return 0
+
+
+def forget_metrics_after(path, step):
+    """Drop the lines of metrics.jsonl logged after `step`: a run that stopped past its last
+    checkpoint logged steps that the resumed run is about to do (and log) again."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write(path, [line.encode() for line in lines])
 
 
 def saved_step(path):

@@ -74,6 +74,18 @@ def test_resume_from_an_epoch_checkpoint_gives_the_same_losses(run_flags, tmp_pa
         assert scales[1] == scales[0][4:] and scales[1][0] < 2.0 ** 24
 
 
+def test_a_resumed_run_forgets_the_steps_logged_after_its_checkpoint(run_flags):
+    flags = run_flags + ["--epochs", "2"]
+    _, folder = run(flags, "crashed")
+    expected = read_metrics(os.path.join(folder, "metrics.jsonl"))
+    os.remove(os.path.join(folder, "checkpoints", "epoch_2.safetensors"))   # as if it died before saving
+    code, _ = run(flags + ["--resume", "latest"], "crashed")
+    assert code == 0
+    again = read_metrics(os.path.join(folder, "metrics.jsonl"))
+    assert [r["step"] for r in again] == [r["step"] for r in expected]   # steps 5-8 once each, not twice
+    assert step_losses(folder) == [(r["step"], r["loss"]) for r in expected if "loss" in r]
+
+
 @pytest.mark.parametrize("precision", ["amp", "amp_bf16"])
 def test_mixed_precision_trains_like_float32(run_flags, precision):
     flags = run_flags + ["--epochs", "3", "--lr", "3e-3", "--wd", "0"]
