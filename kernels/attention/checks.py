@@ -3,7 +3,8 @@
 Each public function calls `forward_inputs` / `backward_inputs` first, so a wrong shape or dtype
 fails with a message naming the argument, and every kernel below can assume:
 
-- q (B, H, Tq, d), k and v (B, H, Tk, d), all C-contiguous, one float dtype (float32 or float64);
+- q (B, H, Tq, d), k and v (B, H, Tk, d), all C-contiguous (numba_cpu.py: contiguous rows), one
+  float dtype (float32 or float64);
 - mask is None or a C-contiguous 4-D array of that dtype whose every dimension is either 1 or
   the full (B, H, Tq, Tk) size. Kernels broadcast it by clamping an index to the size - 1, so a
   (Tq, Tk) or a (B, 1, 1, Tk) padding mask is never copied to a full (B, H, Tq, Tk) one.
@@ -13,14 +14,19 @@ from miniclip.backend import get_array_module
 FLOAT_DTYPES = ("float32", "float64")
 
 
-def _contiguous(xp, x):
+def _contiguous(xp, x, rows_only=False):
     # Kernels index raw memory row by row, so a strided view (a transpose, a slice) is copied
-    # once here, on purpose, rather than handled by every kernel.
-    return x if x.flags.c_contiguous else xp.ascontiguousarray(x)
+    # once here, on purpose, rather than handled by every kernel. With rows_only (the CPU kernel,
+    # which only hands q, k, v to NumPy) a view whose rows are contiguous is kept as it is: BLAS
+    # multiplies such a matrix in place, through its row stride.
+    if x.flags.c_contiguous or (rows_only and x.strides[-1] == x.itemsize):
+        return x
+    return xp.ascontiguousarray(x)
 
 
-def forward_inputs(q, k, v, is_causal=False, mask=None):
-    """Check q, k, v and the mask; return them C-contiguous, the mask as 4-D (or None)."""
+def forward_inputs(q, k, v, is_causal=False, mask=None, rows_only=False):
+    """Check q, k, v and the mask; return them C-contiguous, the mask as 4-D (or None).
+    rows_only: q, k, v only need contiguous rows (the q/k/v heads of one fused projection, say)."""
     xp = get_array_module(q)
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.ndim != 4:
@@ -43,7 +49,7 @@ def forward_inputs(q, k, v, is_causal=False, mask=None):
                          "(fold the causal mask into the additive mask instead)")
     if mask is not None:
         mask = _mask_4d(xp, mask, (B, H, Tq, Tk), q.dtype)
-    return _contiguous(xp, q), _contiguous(xp, k), _contiguous(xp, v), mask
+    return _contiguous(xp, q, rows_only), _contiguous(xp, k, rows_only), _contiguous(xp, v, rows_only), mask
 
 
 def _mask_4d(xp, mask, full_shape, dtype):
@@ -61,9 +67,9 @@ def _mask_4d(xp, mask, full_shape, dtype):
     return _contiguous(xp, mask.reshape(shape4).astype(dtype, copy=False))
 
 
-def backward_inputs(q, k, v, o, lse, do, is_causal=False, mask=None):
+def backward_inputs(q, k, v, o, lse, do, is_causal=False, mask=None, rows_only=False):
     """forward_inputs, plus o and do of q's shape and lse of shape (B, H, Tq)."""
-    q, k, v, mask = forward_inputs(q, k, v, is_causal, mask)
+    q, k, v, mask = forward_inputs(q, k, v, is_causal, mask, rows_only)
     xp = get_array_module(q)
     for name, x, shape in (("o", o, q.shape), ("do", do, q.shape), ("lse", lse, q.shape[:3])):
         if tuple(x.shape) != shape:

@@ -31,6 +31,9 @@ d = 64, float32, forward, median of 25 calls; other jobs share the machine, so +
   29 ms). Numba has no vector exp here (no SVML), so math.exp runs one element at a time: 3.7 ms
   per 1.5M elements, against 0.74 ms for NumPy's SIMD exp. This is the design, so this file uses
   Numba only for its thread count; the loops that pay in Numba are conv2d's im2col and AdamW.
+q, k and v may be strided views (the heads of one fused q/k/v projection, (B, T, 3, H, d)
+permuted to (B, H, T, d)): NumPy's matmul hands a matrix with contiguous rows to BLAS with its
+row stride, so they are not copied (a copy of q, k, v cost ~6% of a tiny-vit-s training step).
 Bc = 128 measured faster than 64 (6.6 against 8.4 ms): CLIP's 77 tokens fit in one key tile,
 longer sequences take several (the tests use Bc = 8 to exercise the rescaling by alpha). On the
 CPU a "query tile" is every query row of a group (Br = Tq): the threads already have the head
@@ -123,9 +126,9 @@ def _forward_group(q, k, v, scale, is_causal, mask, o, lse, Bc):
 
 def attention_forward(q, k, v, scale, is_causal=False, mask=None, Bc=Bc):
     """Flash attention forward on NumPy arrays: returns (o, lse), lse of shape (B, H, Tq)."""
-    q, k, v, mask = checks.forward_inputs(q, k, v, is_causal, mask)
+    q, k, v, mask = checks.forward_inputs(q, k, v, is_causal, mask, rows_only=True)
     B, H, Tq, d = q.shape
-    o = np.empty_like(q)                                # (B, H, Tq, d)
+    o = np.empty(q.shape, q.dtype)                      # (B, H, Tq, d), contiguous even when q is not
     lse = np.empty((B, H, Tq), q.dtype)
 
     def task(b):
@@ -167,11 +170,11 @@ def _backward_group(q, k, v, o, lse, do, scale, is_causal, mask, dq, dk, dv, Bc)
 
 def attention_backward(q, k, v, o, lse, do, scale, is_causal=False, mask=None, Bc=Bc):
     """Flash attention backward on NumPy arrays: returns (dq, dk, dv)."""
-    q, k, v, o, lse, do, mask = checks.backward_inputs(q, k, v, o, lse, do, is_causal, mask)
+    q, k, v, o, lse, do, mask = checks.backward_inputs(q, k, v, o, lse, do, is_causal, mask, rows_only=True)
     B, H, Tq, d = q.shape
-    dq = np.empty_like(q)                               # (B, H, Tq, d)
-    dk = np.empty_like(k)                               # (B, H, Tk, d)
-    dv = np.empty_like(v)
+    dq = np.empty(q.shape, q.dtype)                     # (B, H, Tq, d), contiguous even when q is not
+    dk = np.empty(k.shape, k.dtype)                     # (B, H, Tk, d)
+    dv = np.empty(v.shape, v.dtype)
 
     def task(b):
         _backward_group(q[b], k[b], v[b], o[b], lse[b], do[b], q.dtype.type(scale), is_causal,

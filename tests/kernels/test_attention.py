@@ -154,17 +154,31 @@ def test_large_scores_do_not_overflow():
         assert_close("lse", lse, lse_ref, **TORCH_FLOAT64)
 
 
+def head_views(xp, arrays, layout):
+    """(B, H, T, d) views of (B, T, H, d) arrays, laid out as a model produces them."""
+    if layout == "heads":        # x.reshape(B, T, H, d).transpose(1, 2)
+        return [xp.asarray(a).swapaxes(1, 2) for a in arrays]
+    if layout == "fused_qkv":    # one (B, T, 3, H, d) projection, split: rows 3*H*d apart
+        qkv = xp.asarray(np.stack(arrays[:3], axis=2))
+        return [qkv[:, :, i].swapaxes(1, 2) for i in range(3)] + [xp.asarray(arrays[3]).swapaxes(1, 2)]
+    # "columns": transposed storage, so not even a row is contiguous (a copy is needed)
+    return [xp.asarray(np.ascontiguousarray(a.transpose(0, 2, 3, 1))).swapaxes(-1, -2) for a in arrays]
+
+
+@pytest.mark.parametrize("layout", ["heads", "fused_qkv", "columns"])
 @pytest.mark.parametrize("implementation", [*CPU_IMPLEMENTATIONS, *CUDA_IMPLEMENTATIONS])
-def test_non_contiguous_inputs(implementation, cuda_xp):
-    """q, k, v as transposed views of (B, T, H, d) arrays, as a model's reshape produces them."""
+def test_non_contiguous_inputs(implementation, layout, cuda_xp):
+    """q, k, v as strided views of the model's arrays; numba_cpu takes those with contiguous rows
+    as they are (NumPy's matmul gives BLAS their row stride), every other one copies them."""
     forward, backward = {**CPU_IMPLEMENTATIONS, **CUDA_IMPLEMENTATIONS}[implementation]
     xp = cuda_xp if implementation in CUDA_IMPLEMENTATIONS else np
     rng = np.random.default_rng(1)
     arrays = [rng.standard_normal((2, 5, 3, 4)) for _ in range(4)]             # (B, T, H, d)
-    q, k, v, do = (xp.asarray(a).swapaxes(1, 2) for a in arrays)                # (B, H, T, d) views
-    assert not q.flags.c_contiguous
+    q, k, v, do = head_views(xp, arrays, layout)                                # (B, H, T, d) views
+    assert not q.flags.c_contiguous and q.shape == (2, 3, 5, 4)
     o, lse = forward(q, k, v, 0.5, is_causal=True)
     grads = backward(q, k, v, o, lse, do, 0.5, is_causal=True)
+    assert all(x.flags.c_contiguous for x in (o, lse, *grads))
     q, k, v, do = (np.ascontiguousarray(a.swapaxes(1, 2)) for a in arrays)
     o_ref, lse_ref = reference.attention_forward(q, k, v, 0.5, is_causal=True)
     grads_ref = reference.attention_backward(q, k, v, o_ref, lse_ref, do, 0.5, is_causal=True)
