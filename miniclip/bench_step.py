@@ -9,7 +9,8 @@ gains, biases and the logit scale, as OpenCLIP), then the logit-scale clamp. Inp
 images N(0, 1) of shape (B, 3, S, S), texts SOT + random ids + EOT + zero padding, random lengths.
 
 Reported: the median step time after warm-up (Numba compiles on the first call), the median of
-each phase, achieved GFLOP/s and the peak resident memory of the process (measured before torch
+each phase, achieved GFLOP/s (and, on the CPU, as a share of NumPy's own float32 matmul rate,
+measured in the same run on the image tower's MLP product) and the peak resident memory of the process (measured before torch
 is imported, so it is miniclip's alone). FLOPs of one step are counted from the architecture:
 a transformer layer over T tokens of width W does 24*T*W^2 (the four W x W and two W x 4W
 projections) + 4*T^2*W (Q K^T and P V) multiply-adds x 2 in the forward pass, and the backward
@@ -89,6 +90,24 @@ def step_flops(config, batch):
     """FLOPs of one training step: the backward pass costs twice the forward (dX and dW per product)."""
     forward = forward_flops(config, batch)
     return None if forward is None else 3 * forward
+
+
+def sgemm_gflops(config, batch, seconds=0.5):
+    """NumPy's own float32 matmul rate now, on the step's most common product: the image tower's
+    MLP, (B * tokens, width) @ (width, 4 * width). The step's GFLOP/s is read against it."""
+    vision = config["vision_cfg"]
+    width = vision["width"] if not isinstance(vision["layers"], (list, tuple)) else config["text_cfg"]["width"]
+    tokens = (vision["image_size"] // vision.get("patch_size", vision["image_size"])) ** 2 + 1
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((batch * tokens, width), np.float32)
+    b = rng.standard_normal((width, 4 * width), np.float32)
+    times = []
+    started = time.perf_counter()
+    while len(times) < 5 or time.perf_counter() - started < seconds:
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * a.shape[0] * width * 4 * width / statistics.median(times) / 1e9
 
 
 class MiniclipStep:
@@ -201,7 +220,7 @@ def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2, device="c
     for _ in range(warmup):
         ours()
     result = {"model": model, "batch": batch, "device": device, "precision": precision,
-              "flops": step_flops(config, batch)}
+              "flops": step_flops(config, batch), "sgemm_gflops": sgemm_gflops(config, batch) if device == "cpu" else None}
     if not vs_openclip:
         result["miniclip"] = summarise([ours() for _ in range(steps)])
         result["miniclip_peak_rss_gib"] = peak_rss_gib()
@@ -230,6 +249,9 @@ def print_result(r):
         rate = f"{r['flops'] / s['step'] / 1e9:10.1f}" if r["flops"] else f"{'n/a':>10}"
         print(f"{f:10}" + "".join(f"{s[p]:11.4f}" for p in (*PHASES, "step")) + rate
               + f"{r[f + '_peak_rss_gib']:10.2f}")
+    if r["flops"] and r.get("sgemm_gflops"):
+        print(f"NumPy's sgemm runs {r['sgemm_gflops']:.0f} GFLOP/s here now: miniclip's step reaches "
+              f"{r['flops'] / r['miniclip']['step'] / 1e9 / r['sgemm_gflops']:.0%} of it")
     if "openclip" in r:
         print(f"miniclip / OpenCLIP step time: {r['miniclip']['step'] / r['openclip']['step']:.2f}x "
               f"(below 1 means miniclip is faster)")

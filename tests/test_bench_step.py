@@ -32,10 +32,12 @@ def test_step_runs_and_writes_json(tiny, tmp_path, capsys):
                 "--json", str(out)])
     printed = capsys.readouterr().out
     assert "GFLOP/s" in printed and "miniclip" in printed
+    assert "miniclip's step reaches" in printed
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["batch"] for r in results] == [4, 6]
     for r in results:
         assert r["miniclip"]["step"] > 0 and r["flops"] == bench_step.step_flops(TINY, r["batch"])
+        assert r["sgemm_gflops"] > 0
 
 
 @pytest.mark.oracle
