@@ -139,6 +139,49 @@ def test_clip_loss_matches_reference(impl, version, B, dtype, scale, cuda_xp):
     assert_close(f"{impl} dlogits without sims", no_dscale[0], dS, tol)
 
 
+# ------------------------------------------------------------------ the SIMD exp and max behind numba_cpu
+@pytest.mark.parametrize("dtype, bound", [(np.float32, 2e-7), (np.float64, 1e-15)])
+def test_simd_exp_matches_numpy_exp(dtype, bound):
+    """numba_cpu.exp_nonpositive in each precision against float64 np.exp, over a dense grid of
+    [EXP_MIN, 0] (both ends of every range reduction interval); 0 below EXP_MIN, NaN stays NaN.
+    Measured max relative error: 1e-7 in float32, 5e-16 in float64."""
+    from numba import njit
+
+    @njit
+    def exp_all(d):
+        out = np.empty_like(d)
+        for k in range(d.size):
+            out[k] = numba_cpu.exp_nonpositive(d[k])
+        return out
+    d = np.linspace(numba_cpu.EXP_MIN, 0.0, 400_001).astype(dtype)
+    expected = np.exp(d.astype(np.float64))
+    error = np.abs(exp_all(d) - expected) / expected
+    worst = int(error.argmax())
+    assert error[worst] < bound, \
+        f"exp({d[worst]!r}): expected {expected[worst]!r}, relative error {error[worst]:.1e}"
+    special = exp_all(np.array([0.0, -0.0, -100.0, -np.inf, np.nan], dtype))
+    assert special[:4].tolist() == [1.0, 1.0, 0.0, 0.0] and np.isnan(special[4])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_simd_maximum_propagates_nan(dtype):
+    """numba_cpu.maximum is llvm.maximum: a NaN anywhere in a row makes its max (and lse) NaN."""
+    from numba import njit
+
+    @njit
+    def row_max(x):
+        m = x[0]
+        for j in range(x.size):
+            m = numba_cpu.maximum(m, x[j])
+        return m
+    x = np.arange(100, dtype=dtype)
+    assert row_max(x) == 99
+    x[37] = np.nan
+    assert np.isnan(row_max(x))
+    loss, lse = numba_cpu.softmax_xent_forward(x[None, :], np.array([0]))
+    assert np.isnan(lse[0]) and np.isnan(loss[0])
+
+
 # ------------------------------------------------------------------ reference vs central differences
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (7, 13)])
 def test_reference_softmax_xent_backward_matches_finite_differences(shape):
