@@ -70,6 +70,27 @@ def to_device(x, device):
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
 
 
+def reuse_freed_host_memory():
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the kernel.
+
+    A training step allocates and frees the same large activation arrays every step. By default
+    glibc serves each allocation above a threshold (128 KiB, rising to at most 32 MiB) with a fresh
+    mmap and unmaps it on free, so in every step the kernel zero-fills every page of every array
+    again on first touch (a page fault per page). Measured here, 20 x np.exp(x - 1) on float32:
+    (4160, 1024) 89 -> 59 ms, (16640, 1024) 1225 -> 385 ms with this setting (0 page faults).
+    The cost: memory freed by the process stays in it, for its next arrays (the peak is unchanged).
+    `python -m miniclip.train` and `python -m miniclip.bench step` call this; it affects the whole
+    process, so a library import does not. Returns False where it cannot apply (no glibc).
+    """
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameter numbers
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 2 ** 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+
+
 def _require_cupy(what):
     cupy = _import_cupy()
     if cupy is None:

@@ -214,6 +214,7 @@ def openclip_peak_memory(model, batch, steps, threads, device, precision):
 
 
 def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2, device="cpu", precision="fp32"):
+    backend.reuse_freed_host_memory()   # as python -m miniclip.train does
     config = load_config(model)
     images, tokens = make_inputs(config, batch)
     ours = MiniclipStep(config, images, tokens, device, precision)

@@ -187,6 +187,7 @@ def resume_path(args, checkpoints):
 def main(argv=None):
     args = parse_args(argv)
     device = choose_device(args.device)
+    backend.reuse_freed_host_memory()   # no page faults on every step's fresh arrays (see backend.py)
     if not args.distributed:
         return run(args, device, argv)
     dist = distributed.init(device)

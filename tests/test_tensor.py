@@ -188,6 +188,19 @@ def test_gpu_helpers_without_a_gpu_are_clear_errors_and_synchronize_is_a_no_op()
             helper()
 
 
+def test_after_reuse_freed_host_memory_large_arrays_come_back_without_page_faults():
+    import resource
+    from miniclip import backend
+    if not backend.reuse_freed_host_memory():
+        pytest.skip("no glibc malloc here")
+    x = np.ones((2048, 2048), np.float32)                    # 16 MiB: glibc would mmap it by default
+    (x + 1).sum()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        (x + 1).sum()                                        # a fresh 16 MiB temporary each time
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < 50   # ~500 by default (THP)
+
+
 def test_a_small_regression_trains():
     # fit y = 3x - 1 by gradient descent on the autograd engine alone
     rng = np.random.default_rng(0)
