@@ -10,16 +10,16 @@ images N(0, 1) of shape (B, 3, S, S), texts SOT + random ids + EOT + zero paddin
 
 Reported: the median step time after warm-up (Numba compiles on the first call), the median of
 each phase, achieved GFLOP/s (and, on the CPU, as a share of NumPy's own float32 matmul rate,
-measured in the same run on the image tower's MLP product) and the peak resident memory of the process (measured before torch
-is imported, so it is miniclip's alone). FLOPs of one step are counted from the architecture:
+measured in the same run on the image tower's MLP product) and the peak resident memory of the
+process. FLOPs of one step are counted from the architecture:
 a transformer layer over T tokens of width W does 24*T*W^2 (the four W x W and two W x 4W
 projections) + 4*T^2*W (Q K^T and P V) multiply-adds x 2 in the forward pass, and the backward
 pass twice that, so a step is 3x the forward count (ModifiedResNet towers are not counted).
 
---vs-openclip builds open_clip's model from the same config (pretrained=None), copies miniclip's
-weights into it, and alternates the two frameworks step by step (A, B, A, B, ...) so that the
-machine's slow phases hit both; torch uses the same number of threads. OpenCLIP's peak memory is
-measured in a child process that imports only torch and open_clip.
+--vs-openclip then runs open_clip's model of the same config (pretrained=None) on the same inputs
+for as many steps in a child process of its own, with the same number of threads, and reports
+both: miniclip/openclip_step.py says why a process of its own (in one process, one framework's
+spinning idle threads slow the other down 2.5x). Each side's peak memory is its own process's.
 
 --precision amp (or amp_bf16) times the mixed-precision step of `python -m miniclip.train --precision
 amp`: matmuls in float16 (bfloat16) under miniclip.amp.autocast, the loss scaled by a GradScaler
@@ -31,8 +31,6 @@ each phase then waits for the GPU (synchronize) before its clock stops, and the 
 the host process's, not the GPU's.
 """
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,30 +38,15 @@ import time
 
 import numpy as np
 
-from miniclip import amp, backend, optim
+from miniclip import amp, backend, openclip_step, optim
 from miniclip.losses import clip_loss
 from miniclip.models import create_model
 from miniclip.models.config import load_config
 from miniclip.tensor import Tensor
-from miniclip.train import parameter_groups   # OpenCLIP's split, for both frameworks
+from miniclip.train import parameter_groups   # OpenCLIP's split
 from miniclip.training.options import PRECISIONS
-
-LR, BETAS, EPS, WD = 5e-4, (0.9, 0.98), 1e-6, 0.2
-PHASES = ("forward", "loss", "backward", "optimizer")
-
-
-def make_inputs(config, batch, seed=0):
-    """(images (B, 3, S, S) float32, token ids (B, context) int64) as the reference benchmark."""
-    rng = np.random.default_rng(seed)
-    size = config["vision_cfg"]["image_size"]
-    text = config["text_cfg"]
-    images = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-    tokens = np.zeros((batch, text["context_length"]), np.int64)
-    sot, eot = text["vocab_size"] - 2, text["vocab_size"] - 1
-    for row in tokens:
-        length = int(rng.integers(3, text["context_length"] - 1))
-        row[0], row[1:length + 1], row[length + 1] = sot, rng.integers(1, sot, length), eot
-    return images, tokens
+# OpenCLIP's hyper-parameters and the inputs of the reference benchmark, the same for both sides
+from miniclip.openclip_step import BETAS, EPS, LR, PHASES, WD, make_inputs, peak_rss_gib
 
 
 def transformer_flops(tokens, width, layers, attention=True):
@@ -146,58 +129,6 @@ class MiniclipStep:
         return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 
 
-class OpenclipStep:
-    """The same step in torch + open_clip, starting from miniclip's weights."""
-
-    def __init__(self, config, images, tokens, state_dict, threads, device="cpu", precision="fp32"):
-        import open_clip
-        import torch
-        torch.set_num_threads(threads)
-        self.torch, self.device = torch, device
-        low_precision = PRECISIONS[precision]
-        self.autocast_dtype = None if low_precision is None else getattr(torch, low_precision)
-        self.scaler = torch.amp.GradScaler(device) if low_precision == "float16" else None
-        self.model = open_clip.CLIP(**{k: v for k, v in config.items() if k in ("embed_dim", "vision_cfg", "text_cfg",
-                                                                              "quick_gelu")})
-        if state_dict is not None:
-            self.model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()})
-        self.model.to(device)
-        self.loss = open_clip.ClipLoss()
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, WD), lr=LR, betas=BETAS,
-                                           eps=EPS)
-        self.images, self.tokens = torch.from_numpy(images).to(device), torch.from_numpy(tokens).to(device)
-
-    def clock(self):
-        if self.device == "cuda":
-            self.torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def __call__(self):
-        t0 = self.clock()
-        self.optimizer.zero_grad()
-        with self.torch.autocast(self.device, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            image_features = self.model.encode_image(self.images, normalize=True)
-            text_features = self.model.encode_text(self.tokens, normalize=True)
-            t1 = self.clock()
-            loss = self.loss(image_features, text_features, self.model.logit_scale.exp())
-            t2 = self.clock()
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-        t3 = self.clock()
-        if self.scaler is None:
-            self.optimizer.step()
-        else:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        with self.torch.no_grad():
-            self.model.logit_scale.clamp_(0, np.log(100))
-        t4 = self.clock()
-        return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
-
-
-def peak_rss_gib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # Linux reports KiB
-
-
 def summarise(phase_times):
     """{phase: median seconds, "step": median of the step totals}."""
     summary = {phase: statistics.median(t[phase] for t in phase_times) for phase in PHASES}
@@ -205,12 +136,14 @@ def summarise(phase_times):
     return summary
 
 
-def openclip_peak_memory(model, batch, steps, threads, device, precision):
-    """Peak RSS (GiB) of a child process that only runs OpenCLIP's step."""
-    command = [sys.executable, "-m", "miniclip.bench_step", "--openclip-child", model, str(batch), str(steps),
+def openclip_child(config, batch, steps, warmup, threads, device, precision):
+    """OpenCLIP's phase times and peak memory, from miniclip/openclip_step.py run as a script."""
+    command = [sys.executable, openclip_step.__file__, json.dumps(config), str(batch), str(warmup), str(steps),
                str(threads), device, precision]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"OpenCLIP's step failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2, device="cpu", precision="fp32"):
@@ -226,18 +159,10 @@ def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2, device="c
         result["miniclip"] = summarise([ours() for _ in range(steps)])
         result["miniclip_peak_rss_gib"] = peak_rss_gib()
         return result
-    result["miniclip_peak_rss_gib"] = peak_rss_gib()   # before torch is imported
-    state_dict = {k: backend.to_numpy(v.data) for k, v in ours.model.state_dict().items()}
-    theirs = OpenclipStep(config, images, tokens, state_dict, threads, device, precision)
-    for _ in range(warmup):
-        theirs()
-    ours_times, theirs_times = [], []
-    for _ in range(steps):
-        ours_times.append(ours())
-        theirs_times.append(theirs())
-    result["miniclip"], result["openclip"] = summarise(ours_times), summarise(theirs_times)
-    result["openclip_peak_rss_gib"] = openclip_peak_memory(model, batch, max(2, steps // 2), threads, device,
-                                                           precision)
+    ours_times = [ours() for _ in range(steps)]
+    result["miniclip"], result["miniclip_peak_rss_gib"] = summarise(ours_times), peak_rss_gib()
+    theirs = openclip_child(config, batch, steps, warmup, threads, device, precision)
+    result["openclip"], result["openclip_peak_rss_gib"] = summarise(theirs["phase_times"]), theirs["peak_rss_gib"]
     return result
 
 
@@ -257,17 +182,3 @@ def print_result(r):
         print(f"miniclip / OpenCLIP step time: {r['miniclip']['step'] / r['openclip']['step']:.2f}x "
               f"(below 1 means miniclip is faster)")
 
-
-def openclip_child(model, batch, steps, threads, device, precision):
-    """Run OpenCLIP's step alone and print its peak memory as JSON (for openclip_peak_memory)."""
-    config = load_config(model)
-    images, tokens = make_inputs(config, batch)
-    step = OpenclipStep(config, images, tokens, None, threads, device, precision)   # own init: same memory
-    for _ in range(steps):
-        step()
-    print(json.dumps({"peak_rss_gib": peak_rss_gib()}))
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--openclip-child"]:
-        openclip_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7])

@@ -62,3 +62,14 @@ def test_vs_openclip_runs_both_and_reports_the_ratio(torch, open_clip, tiny, cap
     bench_step.print_result(result)
     assert result["openclip"]["step"] > 0 and result["openclip_peak_rss_gib"] > 0
     assert "miniclip / OpenCLIP step time" in capsys.readouterr().out
+
+
+def test_openclips_side_runs_in_a_process_that_never_imports_miniclip():
+    """(Importing miniclip sets OMP_WAIT_POLICY, which would slow torch down: see openclip_step.py.)"""
+    import subprocess
+    import sys
+    from miniclip import openclip_step
+    check = (f"import runpy, sys; runpy.run_path({openclip_step.__file__!r}, run_name='loaded'); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'miniclip'))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "[]"
