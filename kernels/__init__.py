@@ -21,16 +21,7 @@ import os
 
 from miniclip.backend import is_cupy_array
 
-# Numba's parallel=True kernels run on GNU OpenMP, whose threads by default keep spinning for a
-# while after each parallel region, waiting for the next one. On a 2-core machine the spinning
-# threads take the cores from whatever runs next: the BLAS threads of a matmul, torch's own
-# OpenMP threads in a benchmark, the other pytest-xdist worker. Measured here: the autograd test
-# suite (`pytest -n 2`) took 45 s instead of 20 s, and a 1024 x 1024 softmax_xent forward 8 ms
-# instead of 5. PASSIVE makes idle threads sleep at once (a wake-up costs some microseconds).
-# It must be set before numba first loads libgomp (at the first parallel call); a value already
-# in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# (The thread settings the kernels rely on, OMP_WAIT_POLICY among them: miniclip/environment.py.)
 MODES = ("fast", "reference")
 _mode = os.environ.get("MINICLIP_KERNELS", "fast")
 if _mode not in MODES:

@@ -8,6 +8,7 @@
 The layers, bottom to top: backend (numpy | cupy), tensor (autograd), ops (primitives with
 hand-written backward), functional (everything composed from them), gradcheck, nn, optim.
 """
+from miniclip import environment   # first: thread settings that must precede NumPy (see environment.py)
 from miniclip.tensor import Tensor, Function, tensor, no_grad, is_grad_enabled
 from miniclip.gradcheck import gradcheck, GradcheckError
 from miniclip.backend import has_gpu

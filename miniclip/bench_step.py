@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from miniclip import amp, backend, openclip_step, optim
+from miniclip import amp, backend, environment, openclip_step, optim
 from miniclip.losses import clip_loss
 from miniclip.models import create_model
 from miniclip.models.config import load_config
@@ -140,7 +140,7 @@ def openclip_child(config, batch, steps, warmup, threads, device, precision):
     """OpenCLIP's phase times and peak memory, from miniclip/openclip_step.py run as a script."""
     command = [sys.executable, openclip_step.__file__, json.dumps(config), str(batch), str(warmup), str(steps),
                str(threads), device, precision]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=environment.environment_as_started())
     if done.returncode != 0:
         raise RuntimeError(f"OpenCLIP's step failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

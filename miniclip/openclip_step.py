@@ -7,10 +7,10 @@ prints one JSON line: the phase times of every timed step and the process's peak
 Why a process of its own, run as a script: in one process, each framework's idle worker threads
 (OpenBLAS's, Numba's OpenMP, torch's OpenMP) keep spinning after a call and take the two cores
 from the other framework's next call; measured, OpenCLIP's tiny-vit-s batch-64 step took 3.25 s
-next to miniclip and 1.30 s alone. And this file imports nothing from miniclip (importing the
-package would also set OMP_WAIT_POLICY=PASSIVE, see kernels/__init__.py, which costs torch ~10%),
-so OpenCLIP runs exactly as it does for its users. The step mirrors miniclip/bench_step.py's
-MiniclipStep: forward of both towers, open_clip.ClipLoss, backward, AdamW with OpenCLIP's
+next to miniclip and 1.30 s alone. And this file imports nothing from miniclip, and bench_step
+starts it with the environment as it was before miniclip's thread settings (miniclip/environment.py;
+OMP_WAIT_POLICY=PASSIVE alone costs torch ~10%), so OpenCLIP runs exactly as it does for its
+users. The step mirrors miniclip/bench_step.py's MiniclipStep: forward of both towers, open_clip.ClipLoss, backward, AdamW with OpenCLIP's
 hyper-parameters and no decay on gains, biases and the logit scale, the logit-scale clamp;
 --precision amp / amp_bf16 run under torch.autocast (with torch's GradScaler for float16).
 """

@@ -1,5 +1,6 @@
 """python -m miniclip.bench step: it runs, counts FLOPs right, and compares with OpenCLIP."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def test_vs_openclip_runs_both_and_reports_the_ratio(torch, open_clip, tiny, cap
 
 
 def test_openclips_side_runs_in_a_process_that_never_imports_miniclip():
-    """(Importing miniclip sets OMP_WAIT_POLICY, which would slow torch down: see openclip_step.py.)"""
+    """(Importing miniclip sets thread settings that would slow torch down: see openclip_step.py.)"""
     import subprocess
     import sys
     from miniclip import openclip_step
@@ -73,3 +74,11 @@ def test_openclips_side_runs_in_a_process_that_never_imports_miniclip():
              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'miniclip'))")
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]"
+
+
+def test_openclips_side_gets_the_environment_without_miniclips_thread_settings(monkeypatch):
+    from miniclip import environment
+    monkeypatch.setattr(environment, "SET_BY_MINICLIP", ("OMP_WAIT_POLICY",))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    started = environment.environment_as_started()
+    assert "OMP_WAIT_POLICY" not in started and started["PATH"] == os.environ["PATH"]
