@@ -86,27 +86,39 @@ def round_to_bfloat16(x):
     return xp.where(xp.isnan(x), xp.float32(np.nan), rounded)
 
 
+def to_16_bits(array, dtype):
+    """A float32 array rounded to `dtype`: a float16 array, or for bfloat16 a float32 array holding
+    bfloat16 values."""
+    return array.astype(np.float16) if dtype == "float16" else round_to_bfloat16(array)
+
+
+def through_16_bits(array, dtype):
+    """Rounded to `dtype`, then held as float32 (exactly: every 16-bit value is a float32 value)."""
+    return to_16_bits(array, dtype).astype(np.float32, copy=False)
+
+
 class ToLowPrecision(Function):
-    """float32 -> 16 bits (see the module docstring); the gradient goes back to float32.
-    For bfloat16 the gradient is rounded to bfloat16 first, as a bfloat16 tensor's gradient is."""
+    """float32 -> 16 bits (see the module docstring). The gradient goes back to float32, rounded
+    through 16 bits: a 16-bit tensor's gradient is itself 16-bit."""
 
     def forward(self, x, dtype):
         self.dtype = dtype
-        return x.astype(np.float16) if dtype == "float16" else round_to_bfloat16(x)
+        return to_16_bits(x, dtype)
 
     def backward(self, dy):
-        return dy.astype(np.float32) if self.dtype == "float16" else round_to_bfloat16(dy)
+        return through_16_bits(dy, self.dtype)
 
 
 class ToFloat32(Function):
-    """16 bits -> float32 (exact); the gradient is rounded to 16 bits on its way back."""
+    """The mirror image of ToLowPrecision: a 16-bit product's output -> float32 (for bfloat16 this
+    is where the product, held unrounded in float32, is rounded); the gradient goes to 16 bits."""
 
     def forward(self, x, dtype):
         self.dtype = dtype
-        return x.astype(np.float32) if dtype == "float16" else round_to_bfloat16(x)
+        return through_16_bits(x, dtype)
 
     def backward(self, dy):
-        return dy.astype(np.float16) if self.dtype == "float16" else round_to_bfloat16(dy)
+        return to_16_bits(dy, self.dtype)
 
 
 def to_low_precision(x, dtype):

@@ -87,7 +87,7 @@ def main(argv=None):
     step.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 64)")
     step.add_argument("--steps", type=int, default=5, help="timed steps (median)")
     step.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    step.add_argument("--vs-openclip", action="store_true", help="alternate with OpenCLIP on the same config")
+    step.add_argument("--vs-openclip", action="store_true", help="also OpenCLIP on the same config, in a process of its own")
     step.add_argument("--threads", type=int, default=2, help="torch's threads for --vs-openclip")
     step.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: CuPy vs torch on the GPU")
     step.add_argument("--precision", choices=("fp32", "amp", "amp_bf16"), default="fp32",
