@@ -183,3 +183,22 @@ def test_autocast_linear_on_cupy_matches_numpy(dtype):
         got = F.linear(*[Tensor(cupy.asarray(t.data)) for t in (x, w, b)])
     assert os.environ.get("MINICLIP_REAL_GPU") == "1"
     np.testing.assert_allclose(cupy.asnumpy(got.data), expected, rtol=2 ** -7, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", amp.DTYPES)
+def test_the_conversions_backward_is_the_mirror_conversion(dtype):
+    """A rounding has no useful derivative (central differences give 0 or a jump), so its gradient
+    is defined as torch's .to(dtype) defines it: the gradient converted the other way. Checked here
+    against that definition, values and dtypes."""
+    rng = np.random.default_rng(4)
+    x = Tensor(rng.standard_normal(50).astype(np.float32), requires_grad=True)
+    dy = (rng.standard_normal(50) * 1e-3).astype(np.float32)
+    low = amp.to_low_precision(x, dtype)
+    np.testing.assert_array_equal(low.data, amp.to_16_bits(x.data, dtype))
+    back = amp.to_float32(low, dtype)
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back.data, amp.through_16_bits(x.data, dtype))
+    back.backward(dy)
+    # dy went to 16 bits at ToFloat32 and back to float32 at ToLowPrecision: rounded once.
+    np.testing.assert_array_equal(x.grad, amp.through_16_bits(dy, dtype))
+    assert not np.array_equal(x.grad, dy)
