@@ -15,6 +15,8 @@ process. FLOPs of one step are counted from the architecture:
 a transformer layer over T tokens of width W does 24*T*W^2 (the four W x W and two W x 4W
 projections) + 4*T^2*W (Q K^T and P V) multiply-adds x 2 in the forward pass, and the backward
 pass twice that, so a step is 3x the forward count (ModifiedResNet towers are not counted).
+miniclip's last block of each tower computes only the token the tower reads (models/transformer.py),
+so its step does fewer FLOPs than OpenCLIP's: each side's GFLOP/s is counted on the FLOPs it does.
 
 --vs-openclip then runs open_clip's model of the same config (pretrained=None) on the same inputs
 for as many steps in a child process of its own, with the same number of threads, and reports
@@ -49,29 +51,39 @@ from miniclip.training.options import PRECISIONS
 from miniclip.openclip_step import BETAS, EPS, LR, PHASES, WD, make_inputs, peak_rss_gib
 
 
-def transformer_flops(tokens, width, layers, attention=True):
+def transformer_flops(tokens, width, layers, attention=True, keep_token=False):
     """Forward FLOPs of `layers` pre-LN blocks over `tokens` tokens (see the module docstring);
-    attention=False leaves out Q K^T and P V (torch's flop counter does not see them in sdpa)."""
-    return 2 * layers * (12 * tokens * width ** 2 + (2 * tokens ** 2 * width if attention else 0))
+    attention=False leaves out Q K^T and P V (torch's flop counter does not see them in sdpa).
+    keep_token=True: the last block computes one token's row, as miniclip's towers do: keys and
+    values of every token (2 T W^2), that token's query, out_proj and MLP (10 W^2) and its
+    attention over T keys (2 T W), multiply-adds x 2."""
+    full = layers - 1 if keep_token else layers
+    flops = 2 * full * (12 * tokens * width ** 2 + (2 * tokens ** 2 * width if attention else 0))
+    if keep_token:
+        flops += 2 * (2 * tokens * width ** 2 + 10 * width ** 2 + (2 * tokens * width if attention else 0))
+    return flops
 
 
-def forward_flops(config, batch, attention=True):
-    """FLOPs of the forward pass of both towers and the logits, or None for a ResNet image tower."""
+def forward_flops(config, batch, attention=True, keep_token=False):
+    """FLOPs of the forward pass of both towers and the logits, or None for a ResNet image tower.
+    keep_token=True counts miniclip's towers (the last block for the read token only), False
+    OpenCLIP's (every token through every block)."""
     vision, text, embed = config["vision_cfg"], config["text_cfg"], config["embed_dim"]
     if isinstance(vision["layers"], (list, tuple)):
         return None
     patches = (vision["image_size"] // vision["patch_size"]) ** 2
     image = (2 * patches * 3 * vision["patch_size"] ** 2 * vision["width"]
-             + transformer_flops(patches + 1, vision["width"], vision["layers"], attention) + 2 * vision["width"] * embed)
-    text_flops = (transformer_flops(text["context_length"], text["width"], text["layers"], attention)
+             + transformer_flops(patches + 1, vision["width"], vision["layers"], attention, keep_token)
+             + 2 * vision["width"] * embed)
+    text_flops = (transformer_flops(text["context_length"], text["width"], text["layers"], attention, keep_token)
                   + 2 * text["width"] * embed)
     similarity = 2 * batch * embed   # per sample: one row of the B x B logits
     return batch * (image + text_flops + similarity)
 
 
-def step_flops(config, batch):
+def step_flops(config, batch, keep_token=False):
     """FLOPs of one training step: the backward pass costs twice the forward (dX and dW per product)."""
-    forward = forward_flops(config, batch)
+    forward = forward_flops(config, batch, keep_token=keep_token)
     return None if forward is None else 3 * forward
 
 
@@ -154,7 +166,8 @@ def run(model, batch, steps=5, warmup=2, vs_openclip=False, threads=2, device="c
     for _ in range(warmup):
         ours()
     result = {"model": model, "batch": batch, "device": device, "precision": precision,
-              "flops": step_flops(config, batch), "sgemm_gflops": sgemm_gflops(config, batch) if device == "cpu" else None}
+              "miniclip_flops": step_flops(config, batch, keep_token=True), "openclip_flops": step_flops(config, batch),
+              "sgemm_gflops": sgemm_gflops(config, batch) if device == "cpu" else None}
     if not vs_openclip:
         result["miniclip"] = summarise([ours() for _ in range(steps)])
         result["miniclip_peak_rss_gib"] = peak_rss_gib()
@@ -171,14 +184,16 @@ def print_result(r):
     print(f"model {r['model']}, batch {r['batch']}, {r['device']}, {r['precision']}: median seconds per phase")
     print(f"{'':10}" + "".join(f"{p:>11}" for p in (*PHASES, "step")) + f"{'GFLOP/s':>10}{'peak GiB':>10}")
     for f in frameworks:
-        s = r[f]
-        rate = f"{r['flops'] / s['step'] / 1e9:10.1f}" if r["flops"] else f"{'n/a':>10}"
+        s, flops = r[f], r[f + "_flops"]
+        rate = f"{flops / s['step'] / 1e9:10.1f}" if flops else f"{'n/a':>10}"
         print(f"{f:10}" + "".join(f"{s[p]:11.4f}" for p in (*PHASES, "step")) + rate
               + f"{r[f + '_peak_rss_gib']:10.2f}")
-    if r["flops"] and r.get("sgemm_gflops"):
+    if r["miniclip_flops"]:
+        print(f"GFLOP/s on the FLOPs each side computes: miniclip {r['miniclip_flops'] / 1e9:.1f} GFLOP per step, "
+              f"OpenCLIP {r['openclip_flops'] / 1e9:.1f} (miniclip's last blocks compute one token)")
+    if r["miniclip_flops"] and r.get("sgemm_gflops"):
         print(f"NumPy's sgemm runs {r['sgemm_gflops']:.0f} GFLOP/s here now: miniclip's step reaches "
-              f"{r['flops'] / r['miniclip']['step'] / 1e9 / r['sgemm_gflops']:.0%} of it")
+              f"{r['miniclip_flops'] / r['miniclip']['step'] / 1e9 / r['sgemm_gflops']:.0%} of it")
     if "openclip" in r:
         print(f"miniclip / OpenCLIP step time: {r['miniclip']['step'] / r['openclip']['step']:.2f}x "
               f"(below 1 means miniclip is faster)")
-

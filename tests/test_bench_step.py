@@ -37,7 +37,8 @@ def test_step_runs_and_writes_json(tiny, tmp_path, capsys):
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["batch"] for r in results] == [4, 6]
     for r in results:
-        assert r["miniclip"]["step"] > 0 and r["flops"] == bench_step.step_flops(TINY, r["batch"])
+        assert r["miniclip"]["step"] > 0 and r["openclip_flops"] == bench_step.step_flops(TINY, r["batch"])
+        assert r["miniclip_flops"] == bench_step.step_flops(TINY, r["batch"], keep_token=True) < r["openclip_flops"]
         assert r["sgemm_gflops"] > 0
 
 
@@ -54,6 +55,26 @@ def test_forward_flops_match_torch_flop_counter(torch, open_clip, name):
         text = model.encode_text(torch.from_numpy(tokens), normalize=True)
         image @ text.T
     assert bench_step.forward_flops(config, 2, attention=False) == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_keep_token_flops_are_the_products_miniclips_transformer_computes(monkeypatch, is_causal):
+    """Every product of the blocks' linears goes through amp.matmul_2d: their FLOPs summed must be
+    the count of transformer_flops(..., attention=False, keep_token=True)."""
+    from miniclip import amp, nn
+    from miniclip.models.transformer import Transformer
+    from miniclip.tensor import Tensor
+    counted = []
+    matmul_2d = amp.matmul_2d
+
+    def counting(a, b, bias=None):
+        counted.append(2 * a.shape[0] * a.shape[1] * b.shape[1])
+        return matmul_2d(a, b, bias)
+    monkeypatch.setattr(amp, "matmul_2d", counting)
+    B, T, W, layers = 3, 7, 16, 2
+    model = Transformer(W, layers, heads=2, act_layer=nn.GELU)
+    model(Tensor(np.ones((B, T, W), np.float32)), is_causal=is_causal, keep_token=np.array([0, 6, 3]))
+    assert sum(counted) == B * bench_step.transformer_flops(T, W, layers, attention=False, keep_token=True)
 
 
 @pytest.mark.oracle

@@ -14,7 +14,6 @@ Checked against open_clip.create_model(...) with the same weights in tests/model
 """
 import numpy as np
 
-from miniclip.backend import get_array_module
 from miniclip import functional as F
 from miniclip import nn
 from miniclip.creation import get_rng
@@ -85,10 +84,9 @@ class CLIP(nn.Module):
         ids = self.check_tokens(text)                                   # (B, T) integer ids
         T = ids.shape[1]
         x = self.token_embedding(ids) + self.positional_embedding[:T]   # (B, T, width)
-        x = self.transformer(x, is_causal=True)
-        x = self.ln_final(x)
         eot = ids.data.argmax(axis=-1)                                  # (B,) position of EOT
-        x = x[get_array_module(eot).arange(len(eot)), eot]              # (B, width)
+        x = self.transformer(x, is_causal=True, keep_token=eot)         # (B, width): EOT's output only
+        x = self.ln_final(x)
         x = x @ self.text_projection                                    # (B, embed_dim)
         return F.normalize(x, dim=-1) if normalize else x
 

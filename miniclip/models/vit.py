@@ -5,13 +5,17 @@
       -> flatten the grid into a sequence of grid^2 patch tokens  (B, grid^2, width)
       -> prepend class_embedding as token 0, add positional_embedding
       -> ln_pre -> Transformer -> ln_post on token 0 -> @ proj     (B, embed_dim)
+         (the last block computes token 0 only: models/transformer.py says why)
 
 Parameter names and shapes are OpenCLIP's (`visual.conv1.weight`, `visual.class_embedding`,
 `visual.positional_embedding`, `visual.ln_pre`, `visual.transformer.resblocks.N.*`,
 `visual.ln_post`, `visual.proj`). Initialisation as OpenCLIP: the embeddings and proj are
 width^-0.5 * N(0, 1); the blocks keep the layers' default init.
 """
+import numpy as np
+
 from miniclip import nn, ops
+from miniclip.backend import get_array_module
 from miniclip.creation import randn
 from miniclip.models.transformer import Transformer
 
@@ -37,12 +41,14 @@ class VisionTransformer(nn.Module):
         check_image(image, self.image_size)
         x = self.conv1(image)                                          # (B, width, grid, grid)
         B, width = x.shape[:2]
+        xp = get_array_module(x.data)
         x = x.reshape(B, width, -1).transpose(1, 2)                    # (B, grid^2, width)
         cls = ops.expand(self.class_embedding.reshape(1, 1, width), (B, 1, width))
         x = ops.concat([cls, x], dim=1)                                # (B, grid^2 + 1, width)
         x = x + self.positional_embedding
-        x = self.transformer(self.ln_pre(x))
-        pooled = self.ln_post(x[:, 0])                                 # (B, width): the class token
+        class_token = xp.zeros(B, dtype=np.int64)                      # position 0 of every image
+        x = self.transformer(self.ln_pre(x), keep_token=class_token)  # (B, width): the class token's output
+        pooled = self.ln_post(x)
         return pooled @ self.proj                                      # (B, embed_dim)
 
 
