@@ -9,6 +9,9 @@ class, so the state_dict keys are theirs: token_embedding.weight, positional_emb
 transformer.resblocks.N.*, ln_final.*, text_projection, logit_scale (and logit_bias for
 SigLIP), with the image tower under visual.*. The text Transformer is causal and pooled at the
 end-of-text token, found as the argmax of the token ids (EOT, 49407, is the largest id).
+Nothing after a caption's EOT can reach its EOT (causal attention), so encode_text runs the
+tower on the batch's tokens up to its longest caption only, and its last block on the EOT token
+only (models/transformer.py): OpenCLIP computes every position of the context.
 
 Checked against open_clip.create_model(...) with the same weights in tests/models.
 """
@@ -81,10 +84,13 @@ class CLIP(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, text, normalize=False):
-        ids = self.check_tokens(text)                                   # (B, T) integer ids
-        T = ids.shape[1]
-        x = self.token_embedding(ids) + self.positional_embedding[:T]   # (B, T, width)
+        ids = self.check_tokens(text)                                   # (B, context) integer ids
         eot = ids.data.argmax(axis=-1)                                  # (B,) position of EOT
+        # Tokens after the batch's last EOT are padding that no read token attends to (the
+        # attention is causal): dropping them changes no output and saves their work.
+        T = int(eot.max()) + 1
+        ids = ids[:, :T]                                                # (B, T)
+        x = self.token_embedding(ids) + self.positional_embedding[:T]   # (B, T, width)
         x = self.transformer(x, is_causal=True, keep_token=eot)         # (B, width): EOT's output only
         x = self.ln_final(x)
         x = x @ self.text_projection                                    # (B, embed_dim)
