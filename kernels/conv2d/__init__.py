@@ -1,11 +1,12 @@
 """2-D convolution (NCHW), forward and backward, with stride and padding.
 
     y = conv2d_forward(x, w, b, stride, padding)              # b may be None
-    dx, dw, db = conv2d_backward(dy, x, w, stride, padding)
+    dx, dw, db = conv2d_backward(dy, x, w, stride, padding, need_dx=True)
 
 x is (N, C, H, W), w (OC, C, KH, KW), b (OC,) or None, y and dy (N, OC, OH, OW) with
 OH = (H + 2 ph - KH) // sh + 1; stride and padding are an int or a (height, width) pair;
-float32 or float64. db is returned even when the convolution has no bias.
+float32 or float64. db is returned even when the convolution has no bias; dx is None when
+need_dx=False (an image batch needs no gradient: its GEMM and col2im are then skipped).
 
 Implementations (see each file's docstring):
     reference.py     one strided window per kernel tap, in NumPy/CuPy: the definition
@@ -32,6 +33,7 @@ def conv2d_forward(x, w, b, stride, padding):
     return _implementation(x, w, stride, padding).conv2d_forward(x, w, b, stride, padding)
 
 
-def conv2d_backward(dy, x, w, stride, padding):
-    """(dx, dw, db): the gradients of conv2d_forward for the upstream gradient dy."""
-    return _implementation(x, w, stride, padding).conv2d_backward(dy, x, w, stride, padding)
+def conv2d_backward(dy, x, w, stride, padding, need_dx=True):
+    """(dx, dw, db): the gradients of conv2d_forward for the upstream gradient dy (dx None
+    unless need_dx)."""
+    return _implementation(x, w, stride, padding).conv2d_backward(dy, x, w, stride, padding, need_dx)

@@ -61,8 +61,9 @@ def forward_inputs(x, w, b, stride, padding):
     return _contiguous(xp, x), _contiguous(xp, w), b, stride, padding
 
 
-def backward_inputs(dy, x, w, stride, padding):
-    """forward_inputs, plus dy of the output's shape (N, OC, OH, OW)."""
+def backward_inputs(dy, x, w, stride, padding, any_layout=False):
+    """forward_inputs, plus dy of the output's shape (N, OC, OH, OW), made C-contiguous unless
+    any_layout (the patch path reads dy channels last, as its forward wrote y)."""
     x, w, _, stride, padding = forward_inputs(x, w, None, stride, padding)
     xp = get_array_module(x)
     OH, OW = output_size(x.shape[2], x.shape[3], w.shape[2], w.shape[3], stride, padding)
@@ -71,4 +72,4 @@ def backward_inputs(dy, x, w, stride, padding):
         raise ValueError(f"conv2d backward: dy has shape {dy.shape}; expected (N, OC, OH, OW) = {expected}")
     if dy.dtype != x.dtype:
         raise TypeError(f"conv2d backward: dy has dtype {dy.dtype}; expected x's {x.dtype}")
-    return _contiguous(xp, dy), x, w, stride, padding
+    return (dy if any_layout else _contiguous(xp, dy)), x, w, stride, padding

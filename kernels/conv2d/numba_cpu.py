@@ -87,14 +87,17 @@ def conv2d_forward(x, w, b, stride, padding):
     return y
 
 
-def conv2d_backward(dy, x, w, stride, padding):
-    """(dx, dw, db) of conv2d_forward for the upstream gradient dy (N, OC, OH, OW)."""
+def conv2d_backward(dy, x, w, stride, padding, need_dx=True):
+    """(dx, dw, db) of conv2d_forward for the upstream gradient dy (N, OC, OH, OW); dx None
+    unless need_dx."""
     dy, x, w, stride, padding = checks.backward_inputs(dy, x, w, stride, padding)
     OC, C, KH, KW = w.shape
     OH, OW = dy.shape[2:]
     dy_rows = dy.transpose(1, 0, 2, 3).reshape(OC, -1)          # (OC, N*OH*OW), a copy
     cols = im2col(x, KH, KW, stride, padding)                   # recomputed, not kept: KH*KW times the size of x
     dw = (dy_rows @ cols.T).reshape(w.shape)                    # (OC, C, KH, KW)
+    if not need_dx:
+        return None, dw, dy.sum(axis=(0, 2, 3))
     dcols = w.reshape(OC, -1).T @ dy_rows                       # (C*KH*KW, N*OH*OW)
     dx = np.empty_like(x)
     _col2im(dcols, KH, KW, *stride, *padding, OH, OW, dx)

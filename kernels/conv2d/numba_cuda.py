@@ -154,13 +154,14 @@ def conv2d_forward_v1(x, w, b, stride, padding):
     return y
 
 
-def conv2d_backward_v1(dy, x, w, stride, padding):
-    """v1: one thread per input pixel (dx) and one per weight (dw)."""
+def conv2d_backward_v1(dy, x, w, stride, padding, need_dx=True):
+    """v1: one thread per input pixel (dx, unless not need_dx) and one per weight (dw)."""
     dy, x, w, stride, padding = checks.backward_inputs(dy, x, w, stride, padding)
     xp = get_array_module(x)
-    dx, dw = xp.empty_like(x), xp.empty_like(w)
+    dx, dw = xp.empty_like(x) if need_dx else None, xp.empty_like(w)
     K = _kernels(x.dtype)
-    K.backward_dx_v1[_blocks(dx.size), THREADS_PER_BLOCK](dy, w, *stride, *padding, dx)
+    if need_dx:
+        K.backward_dx_v1[_blocks(dx.size), THREADS_PER_BLOCK](dy, w, *stride, *padding, dx)
     K.backward_dw_v1[_blocks(dw.size), THREADS_PER_BLOCK](dy, x, *stride, *padding, dw)
     return dx, dw, dy.sum(axis=(0, 2, 3))
 
@@ -187,14 +188,16 @@ def conv2d_forward_v2(x, w, b, stride, padding):
     return y
 
 
-def conv2d_backward_v2(dy, x, w, stride, padding):
-    """v2: two GEMMs and a col2im kernel."""
+def conv2d_backward_v2(dy, x, w, stride, padding, need_dx=True):
+    """v2: two GEMMs and a col2im kernel (one GEMM when not need_dx)."""
     dy, x, w, stride, padding = checks.backward_inputs(dy, x, w, stride, padding)
     xp = get_array_module(x)
     OC, C, KH, KW = w.shape
     OH, OW = dy.shape[2:]
     dy_rows = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(OC, -1)     # (OC, N*OH*OW)
     dw = (dy_rows @ _im2col(x, KH, KW, stride, padding).T).reshape(w.shape)
+    if not need_dx:
+        return None, dw, dy.sum(axis=(0, 2, 3))
     dcols = w.reshape(OC, -1).T @ dy_rows                                     # (C*KH*KW, N*OH*OW)
     dx = xp.empty_like(x)
     _kernels(x.dtype).col2im_v2[_blocks(dx.size), THREADS_PER_BLOCK](dcols, KH, KW, *stride, *padding, OH, OW, dx)

@@ -44,10 +44,11 @@ def conv2d_forward(x, w, b, stride, padding):
     return y
 
 
-def conv2d_backward(dy, x, w, stride, padding):
+def conv2d_backward(dy, x, w, stride, padding, need_dx=True):
     """Gradients (dx, dw, db) of conv2d_forward for the upstream gradient dy (N, OC, OH, OW).
 
-    db is returned even for a convolution without bias (the caller drops it).
+    db is returned even for a convolution without bias (the caller drops it); dx is None unless
+    need_dx.
     """
     dy, x, w, stride, padding = checks.backward_inputs(dy, x, w, stride, padding)
     xp = get_array_module(x)
@@ -58,7 +59,8 @@ def conv2d_backward(dy, x, w, stride, padding):
     dw = xp.empty_like(w)                                             # (OC, C, KH, KW)
     for i, j, window in _windows(KH, KW, stride, OH, OW):
         dw[:, :, i, j] = xp.einsum("nohw,nchw->oc", dy, x_pad[window])
-        dx_pad[window] += xp.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
-    dx = dx_pad[:, :, ph:ph + H, pw:pw + W]
+        if need_dx:
+            dx_pad[window] += xp.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
+    dx = xp.ascontiguousarray(dx_pad[:, :, ph:ph + H, pw:pw + W]) if need_dx else None
     db = dy.sum(axis=(0, 2, 3))                                       # (OC,)
-    return xp.ascontiguousarray(dx), dw, db
+    return dx, dw, db

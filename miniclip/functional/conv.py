@@ -115,7 +115,8 @@ class FusedConv2d(Function):
         return conv2d_kernels.conv2d_forward(x, weight, bias, stride, padding)   # (B, O, Ho, Wo)
 
     def backward(self, dy):
-        dx, dw, db = conv2d_kernels.conv2d_backward(dy, self.x, self.weight, self.stride, self.padding)
+        dx, dw, db = conv2d_kernels.conv2d_backward(dy, self.x, self.weight, self.stride, self.padding,
+                                                    need_dx=self.inputs[0].requires_grad)
         return (dx, dw, db)[:len(self.inputs)]
 
 

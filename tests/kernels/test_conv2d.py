@@ -139,6 +139,34 @@ def test_non_contiguous_inputs(implementation, cuda_xp):
         assert_close(name, got, expected, **TORCH_FLOAT64)
 
 
+@pytest.mark.parametrize("implementation", ["reference", "numba_cpu", "patch_embed", *CUDA_IMPLEMENTATIONS])
+def test_without_dx_gives_the_same_dw_and_db(implementation, cuda_xp):
+    """need_dx=False (an image batch needs no gradient) returns dx None and changes nothing else."""
+    backward = {**CPU_IMPLEMENTATIONS, **PATCH_IMPLEMENTATIONS, **CUDA_IMPLEMENTATIONS}[implementation][1]
+    xp = cuda_xp if implementation in CUDA_IMPLEMENTATIONS else np
+    x, w, _, dy, stride, padding = (xp.asarray(a) if isinstance(a, np.ndarray) else a
+                                    for a in make_inputs((2, 3, 6, 4, 2, (2, 2), 2, 0), np.float64))
+    _, dw, db = backward(dy, x, w, stride, padding)
+    dx, dw_alone, db_alone = backward(dy, x, w, stride, padding, need_dx=False)
+    assert dx is None
+    assert_close("dw", dw_alone, dw, **TORCH_FLOAT64)
+    assert_close("db", db_alone, db, **TORCH_FLOAT64)
+
+
+def test_patch_path_writes_channels_last_and_reads_its_gradient_without_a_copy():
+    """y (N, OC, OH, OW) is a view of (N, OH, OW, OC) memory: the ViT's tokens (N, OH*OW, OC) are a view."""
+    x, w, b, _, stride, padding = make_inputs((2, 3, 8, 8, 5, (4, 4), 4, 0), np.float32)
+    y = patch_embed.conv2d_forward(x, w, b, stride, padding)                  # (2, 5, 2, 2)
+    tokens = y.reshape(2, 5, 4).transpose(0, 2, 1)                            # (N, OH*OW, OC)
+    assert tokens.flags.c_contiguous and np.shares_memory(tokens, y)
+    dy_tokens = np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)
+    dy = dy_tokens.transpose(0, 2, 1).reshape(2, 5, 2, 2)                     # the gradient in y's layout
+    dx, dw, db = patch_embed.conv2d_backward(dy, x, w, stride, padding)
+    expected = reference.conv2d_backward(np.ascontiguousarray(dy), x, w, stride, padding)
+    for name, got, want in zip(("dx", "dw", "db"), (dx, dw, db), expected):
+        assert_close(name, got, want, **TOLERANCE[np.float32])
+
+
 # --- the reference against independent oracles ----------------------------------------------
 
 @pytest.mark.parametrize("case", [(2, 2, 5, 4, 3, (3, 3), 2, 1), (1, 3, 4, 6, 2, (2, 3), (2, 1), (0, 1))], ids=str)
