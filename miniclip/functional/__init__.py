@@ -26,3 +26,4 @@ from miniclip.functional.normalization import layer_norm, batch_norm, normalize
 from miniclip.functional.linear import linear, embedding
 from miniclip.functional.conv import conv2d, unfold, avg_pool2d, max_pool2d, adaptive_avg_pool2d
 from miniclip.functional.attention import scaled_dot_product_attention, scaled_dot_product_attention_composed
+from miniclip.functional.mlp import mlp

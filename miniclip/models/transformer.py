@@ -20,12 +20,17 @@ FLOPs. OpenCLIP computes every row.
 
 Checked against OpenCLIP's own blocks with the same weights in tests/models.
 """
+from miniclip import functional as F
 from miniclip import nn
 from miniclip.backend import get_array_module
 
 
 class MLP(nn.Module):
-    """c_fc -> activation -> c_proj. The activation has no parameters, so it adds no keys."""
+    """c_fc -> activation -> c_proj. The activation has no parameters, so it adds no keys.
+
+    With GELU or QuickGELU it runs as one F.mlp, which keeps c_fc's output but not the
+    activation's, recomputing it in the backward (functional/mlp.py: ~0.5 GB less on a batch-256
+    tiny-vit-s step)."""
 
     def __init__(self, width, hidden, act_layer):
         super().__init__()
@@ -34,7 +39,18 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, width)
 
     def forward(self, x):
-        return self.c_proj(self.gelu(self.c_fc(x)))
+        activation = self._fused_activation()
+        if activation is None:
+            return self.c_proj(self.gelu(self.c_fc(x)))
+        return F.mlp(x, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight, self.c_proj.bias, activation)
+
+    def _fused_activation(self):
+        """F.mlp's name of the activation, or None when F.mlp has none for it."""
+        if isinstance(self.gelu, nn.QuickGELU):
+            return "quick_gelu"
+        if isinstance(self.gelu, nn.GELU) and self.gelu.approximate == "none":
+            return "gelu"
+        return None
 
 
 class ResidualAttentionBlock(nn.Module):
