@@ -8,6 +8,11 @@ fails with a message naming the argument, and every kernel below can assume:
 - mask is None or a C-contiguous 4-D array of that dtype whose every dimension is either 1 or
   the full (B, H, Tq, Tk) size. Kernels broadcast it by clamping an index to the size - 1, so a
   (Tq, Tk) or a (B, 1, 1, Tk) padding mask is never copied to a full (B, H, Tq, Tk) one.
+
+Outputs the caller allocated (out=, dq=, dk=, dv=) are checked by `output`: they may be strided
+views, say the (B, H, T, d) transpose of a (B, T, H, d) array, so that attention writes the heads
+straight into the concatenated layout the next layer reads. numba_cpu.py writes into them; the
+other implementations compute into fresh arrays and copy once (`write_into`).
 """
 from miniclip.backend import get_array_module
 
@@ -68,7 +73,8 @@ def _mask_4d(xp, mask, full_shape, dtype):
 
 
 def backward_inputs(q, k, v, o, lse, do, is_causal=False, mask=None, rows_only=False):
-    """forward_inputs, plus o and do of q's shape and lse of shape (B, H, Tq)."""
+    """forward_inputs, plus o and do of q's shape and lse of shape (B, H, Tq); rows_only applies
+    to o and do as well."""
     q, k, v, mask = forward_inputs(q, k, v, is_causal, mask, rows_only)
     xp = get_array_module(q)
     for name, x, shape in (("o", o, q.shape), ("do", do, q.shape), ("lse", lse, q.shape[:3])):
@@ -76,4 +82,28 @@ def backward_inputs(q, k, v, o, lse, do, is_causal=False, mask=None, rows_only=F
             raise ValueError(f"attention backward: {name} has shape {x.shape}; expected {shape}")
         if x.dtype != q.dtype:
             raise TypeError(f"attention backward: {name} has dtype {x.dtype}; expected q's {q.dtype}")
-    return q, k, v, _contiguous(xp, o), _contiguous(xp, lse), _contiguous(xp, do), mask
+    return q, k, v, _contiguous(xp, o, rows_only), _contiguous(xp, lse), _contiguous(xp, do, rows_only), mask
+
+
+def output(name, out, like):
+    """Check an output array the caller passed (None: the kernel allocates one): the shape, dtype
+    and array type (NumPy or CuPy) of `like` (q for o and dq, k for dk and dv). Any strides are
+    fine, a view included. (It must not overlap q, k, v, o or do, which the kernels read while
+    they write it; that is not checked.)"""
+    if out is None:
+        return
+    if get_array_module(out) is not get_array_module(like):
+        raise TypeError(f"attention: {name} is a {type(out).__name__}, the inputs are {type(like).__name__}s")
+    if tuple(out.shape) != tuple(like.shape):
+        raise ValueError(f"attention: {name} has shape {out.shape}; expected {like.shape}")
+    if out.dtype != like.dtype:
+        raise TypeError(f"attention: {name} has dtype {out.dtype}; expected the inputs' {like.dtype}")
+
+
+def write_into(out, x):
+    """x itself when the caller gave no output array, else x copied into it (one copy, for the
+    implementations that cannot write into a strided view)."""
+    if out is None:
+        return x
+    out[...] = x
+    return out

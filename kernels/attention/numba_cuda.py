@@ -21,6 +21,10 @@ Versions
       Shared tiles are (rows, d + 1): the padding column puts the threads of a warp, which read
       column c of consecutive rows, in different memory banks.
 
+Output arrays passed in (out=, dq=, dk=, dv=; say the heads of a (B, T, H, d) array, transposed)
+receive one copy of the kernel's C-contiguous result (checks.write_into): the kernels are launched
+on C-contiguous arrays only (the layout tests/kernels/test_attention.py compiles them for).
+
 Numba's CUDA simulator has no warp shuffles, so every reduction here goes through shared memory.
 Shared and local arrays need their shapes and dtype at compile time, so the kernels are built
 by `_kernels(dtype, d, Br, Bc)` once per combination and cached.
@@ -367,21 +371,24 @@ def _blocks(n):
     return (n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
 
 
-def attention_forward_v1(q, k, v, scale, is_causal=False, mask=None):
-    """v1: one thread per query row. Returns (o, lse)."""
+def attention_forward_v1(q, k, v, scale, is_causal=False, mask=None, out=None):
+    """v1: one thread per query row. Returns (o, lse), o copied into `out` when it is given."""
     q, k, v, mask = _prepare(q, k, v, is_causal, mask)
+    checks.output("out", out, q)
     xp = get_array_module(q)
     B, H, Tq, d = q.shape
     o = xp.empty_like(q)
     lse = xp.empty((B, H, Tq), q.dtype)
     K = _kernels(q.dtype, d, 1, 1)
     K.forward_v1[_blocks(B * H * Tq), THREADS_PER_BLOCK](q, k, v, q.dtype.type(scale), bool(is_causal), mask, o, lse)
-    return o, lse
+    return checks.write_into(out, o), lse
 
 
-def attention_forward_v2(q, k, v, scale, is_causal=False, mask=None, Br=None, Bc=None):
-    """v2: one block of Br x Bc threads per (b, h, query tile). Returns (o, lse)."""
+def attention_forward_v2(q, k, v, scale, is_causal=False, mask=None, out=None, Br=None, Bc=None):
+    """v2: one block of Br x Bc threads per (b, h, query tile). Returns (o, lse), o copied into
+    `out` when it is given."""
     q, k, v, mask = _prepare(q, k, v, is_causal, mask)
+    checks.output("out", out, q)
     xp = get_array_module(q)
     B, H, Tq, d = q.shape
     Br, Bc = (Br, Bc) if Br and Bc else default_tiles(q.dtype)
@@ -390,12 +397,14 @@ def attention_forward_v2(q, k, v, scale, is_causal=False, mask=None, Br=None, Bc
     K = _kernels(q.dtype, d, Br, Bc)
     grid = ((Tq + Br - 1) // Br, B * H)
     K.forward_v2[grid, (Bc, Br)](q, k, v, q.dtype.type(scale), bool(is_causal), mask, o, lse)
-    return o, lse
+    return checks.write_into(out, o), lse
 
 
-def _backward_prepare(q, k, v, o, lse, do, is_causal, mask):
+def _backward_prepare(q, k, v, o, lse, do, is_causal, mask, dq, dk, dv):
     q, k, v, o, lse, do, mask = checks.backward_inputs(q, k, v, o, lse, do, is_causal, mask)
     q, k, v, mask = _prepare(q, k, v, is_causal, mask)
+    for name, given, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)):
+        checks.output(name, given, like)
     xp = get_array_module(q)
     B, H, Tq, d = q.shape
     D = xp.empty((B, H, Tq), q.dtype)
@@ -403,33 +412,36 @@ def _backward_prepare(q, k, v, o, lse, do, is_causal, mask):
     return q, k, v, lse, D, do, mask
 
 
-def attention_backward_v1(q, k, v, o, lse, do, scale, is_causal=False, mask=None):
-    """v1: one thread per key row (dK, dV) and one per query row (dQ). Returns (dq, dk, dv)."""
-    q, k, v, lse, D, do, mask = _backward_prepare(q, k, v, o, lse, do, is_causal, mask)
+def attention_backward_v1(q, k, v, o, lse, do, scale, is_causal=False, mask=None, dq=None, dk=None, dv=None):
+    """v1: one thread per key row (dK, dV) and one per query row (dQ). Returns (dq, dk, dv),
+    each copied into the array given for it, if any."""
+    q, k, v, lse, D, do, mask = _backward_prepare(q, k, v, o, lse, do, is_causal, mask, dq, dk, dv)
     xp = get_array_module(q)
     B, H, Tq, d = q.shape
     Tk = k.shape[2]
-    dq, dk, dv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
+    dQ, dK, dV = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
     K = _kernels(q.dtype, d, 1, 1)
     args = (q, k, v, lse, D, do, q.dtype.type(scale), bool(is_causal), mask)
-    K.backward_dkdv_v1[_blocks(B * H * Tk), THREADS_PER_BLOCK](*args, dk, dv)
-    K.backward_dq_v1[_blocks(B * H * Tq), THREADS_PER_BLOCK](*args, dq)
-    return dq, dk, dv
+    K.backward_dkdv_v1[_blocks(B * H * Tk), THREADS_PER_BLOCK](*args, dK, dV)
+    K.backward_dq_v1[_blocks(B * H * Tq), THREADS_PER_BLOCK](*args, dQ)
+    return checks.write_into(dq, dQ), checks.write_into(dk, dK), checks.write_into(dv, dV)
 
 
-def attention_backward_v2(q, k, v, o, lse, do, scale, is_causal=False, mask=None, Br=None, Bc=None):
-    """v2: a block per key tile for dK, dV and a block per query tile for dQ. Returns (dq, dk, dv)."""
-    q, k, v, lse, D, do, mask = _backward_prepare(q, k, v, o, lse, do, is_causal, mask)
+def attention_backward_v2(q, k, v, o, lse, do, scale, is_causal=False, mask=None, dq=None, dk=None, dv=None,
+                          Br=None, Bc=None):
+    """v2: a block per key tile for dK, dV and a block per query tile for dQ. Returns (dq, dk, dv),
+    each copied into the array given for it, if any."""
+    q, k, v, lse, D, do, mask = _backward_prepare(q, k, v, o, lse, do, is_causal, mask, dq, dk, dv)
     xp = get_array_module(q)
     B, H, Tq, d = q.shape
     Tk = k.shape[2]
     Br, Bc = (Br, Bc) if Br and Bc else default_tiles(q.dtype)
-    dq, dk, dv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
+    dQ, dK, dV = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
     K = _kernels(q.dtype, d, Br, Bc)
     args = (q, k, v, lse, D, do, q.dtype.type(scale), bool(is_causal), mask)
-    K.backward_dkdv_v2[((Tk + Bc - 1) // Bc, B * H), (Bc, Br)](*args, dk, dv)
-    K.backward_dq_v2[((Tq + Br - 1) // Br, B * H), (Bc, Br)](*args, dq)
-    return dq, dk, dv
+    K.backward_dkdv_v2[((Tk + Bc - 1) // Bc, B * H), (Bc, Br)](*args, dK, dV)
+    K.backward_dq_v2[((Tq + Br - 1) // Br, B * H), (Bc, Br)](*args, dQ)
+    return checks.write_into(dq, dQ), checks.write_into(dk, dK), checks.write_into(dv, dV)
 
 
 VERSIONS = {1: (attention_forward_v1, attention_backward_v1),

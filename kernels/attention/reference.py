@@ -23,6 +23,7 @@ It is written against `xp` (NumPy or CuPy, DeZero style) and runs in float64 as 
 float32, so it is checked against central finite differences and against
 torch.nn.functional.scaled_dot_product_attention (tests/kernels/test_attention.py).
 A row whose every key is masked out has no softmax: it gives NaN, as torch does.
+Output arrays passed in (out=, dq=, dk=, dv=) receive a copy of the result (checks.write_into).
 """
 from miniclip.backend import get_array_module
 
@@ -49,29 +50,34 @@ def _softmax(S):
     return P / P.sum(axis=-1, keepdims=True)
 
 
-def attention_forward(q, k, v, scale, is_causal=False, mask=None):
-    """O = softmax(scale * q k^T + mask) v; returns (o, lse) with lse of shape (B, H, Tq)."""
+def attention_forward(q, k, v, scale, is_causal=False, mask=None, out=None):
+    """O = softmax(scale * q k^T + mask) v; returns (o, lse) with lse of shape (B, H, Tq), o in
+    `out` when it is given."""
     q, k, v, mask = checks.forward_inputs(q, k, v, is_causal, mask)
+    checks.output("out", out, q)
     xp = get_array_module(q)
     S = _scores(q, k, scale, is_causal, mask)            # (B, H, Tq, Tk)
     P = _softmax(S)
     o = P @ v                                            # (B, H, Tq, d)
     S_max = S.max(axis=-1)
     lse = S_max + xp.log(xp.exp(S - S_max[..., None]).sum(axis=-1))   # (B, H, Tq)
-    return o, lse
+    return checks.write_into(out, o), lse
 
 
-def attention_backward(q, k, v, o, lse, do, scale, is_causal=False, mask=None):
-    """Gradients (dq, dk, dv) of attention_forward for the upstream gradient do.
+def attention_backward(q, k, v, o, lse, do, scale, is_causal=False, mask=None, dq=None, dk=None, dv=None):
+    """Gradients (dq, dk, dv) of attention_forward for the upstream gradient do, in the arrays
+    dq, dk, dv when they are given.
 
     o and lse are what the forward returned; this plain version does not need them (it
     recomputes P from scratch, with softmax's own Jacobian), the flash versions do.
     """
     q, k, v, o, lse, do, mask = checks.backward_inputs(q, k, v, o, lse, do, is_causal, mask)
+    for name, given, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)):
+        checks.output(name, given, like)
     P = _softmax(_scores(q, k, scale, is_causal, mask))  # (B, H, Tq, Tk)
-    dv = P.swapaxes(-1, -2) @ do                         # (B, H, Tk, d)
+    dV = P.swapaxes(-1, -2) @ do                         # (B, H, Tk, d)
     dP = do @ v.swapaxes(-1, -2)                         # (B, H, Tq, Tk)
     dS = P * (dP - (P * dP).sum(axis=-1, keepdims=True))
-    dq = float(scale) * (dS @ k)                         # (B, H, Tq, d)
-    dk = float(scale) * (dS.swapaxes(-1, -2) @ q)        # (B, H, Tk, d)
-    return dq, dk, dv
+    dQ = float(scale) * (dS @ k)                         # (B, H, Tq, d)
+    dK = float(scale) * (dS.swapaxes(-1, -2) @ q)        # (B, H, Tk, d)
+    return checks.write_into(dq, dQ), checks.write_into(dk, dK), checks.write_into(dv, dV)

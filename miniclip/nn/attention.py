@@ -12,17 +12,25 @@ a boolean attn_mask is True where attention is NOT allowed; a float one is added
 is_causal=True lets token t attend to tokens 0..t only; unlike torch it needs no attn_mask (a
 mask given with it is taken to be the causal one, as torch's "hint" does, and not used).
 
-Two paths compute the same heads: the fast one calls F.scaled_dot_product_attention (a fused
-kernel where one exists); the explicit one writes the softmax out, because only it can return
-the attention weights (need_weights=True). Dropout, in training, drops attention weights.
+Three paths compute the same heads:
+- self-attention (query is key is value) projects q, k, v with one (E, 3E) GEMM into
+  qkv (B, L, 3E) and hands it to packed_self_attention (functional/attention.py): the flash
+  kernel reads the heads as views of qkv and writes them side by side, (B, L, E), straight into
+  out_proj's input, with dqkv written whole in the backward: no split, concatenation or copy of
+  the heads' layout (torch's fused MHA fast path does the same);
+- cross-attention projects q, k, v separately and calls F.scaled_dot_product_attention (a fused
+  kernel where one exists) on (B, H, T, D) views; the heads are then merged by a copy;
+- need_weights=True writes the softmax out, because only it can return the attention weights.
+Dropout, in training, drops attention weights.
 
 Checked against torch.nn.MultiheadAttention with the same weights (batch_first both ways, causal
-and float/boolean masks, both paths, parameter gradients) in tests/nn/test_attention.py.
+and float/boolean masks, every path, parameter gradients) in tests/nn/test_attention.py.
 """
 import numpy as np
 
 from miniclip import backend
 from miniclip import functional as F
+from miniclip.functional.attention import packed_self_attention
 from miniclip.nn import init
 from miniclip.nn.layers import Linear
 from miniclip.nn.module import Module, Parameter
@@ -54,11 +62,18 @@ class MultiheadAttention(Module):
             key, value = (query, query) if self_attention else (key.transpose(0, 1), value.transpose(0, 1))
         B, L, E = query.shape
         S, H, D = key.shape[1], self.num_heads, self.head_dim
+        dropout = self.dropout if self.training else 0.0
+        weights = None
 
         if self_attention:
             # Self-attention: the three projections as one (B L, E) @ (E, 3E) product, one bias
             # add and, in the backward, one dW: fewer, larger GEMMs run closer to BLAS's peak.
             qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)        # (B, L, 3E)
+            mask = None if is_causal else self._additive_mask(attn_mask, qkv, B, L, S)
+            if not need_weights:
+                out = packed_self_attention(qkv, H, attn_mask=mask, dropout_p=dropout,
+                                            is_causal=is_causal)               # (B, L, E), heads side by side
+                return self._project_out(out)
             q, k, v = (t.reshape(B, L, H, D).transpose(1, 2) for t in qkv.chunk(3, dim=-1))   # (B, H, L, D)
         else:
             w_q, w_k, w_v = self.in_proj_weight.chunk(3)
@@ -66,32 +81,34 @@ class MultiheadAttention(Module):
             q = F.linear(query, w_q, b_q).reshape(B, L, H, D).transpose(1, 2)    # (B, H, L, D)
             k = F.linear(key, w_k, b_k).reshape(B, S, H, D).transpose(1, 2)      # (B, H, S, D)
             v = F.linear(value, w_v, b_v).reshape(B, S, H, D).transpose(1, 2)    # (B, H, S, D)
+            mask = None if is_causal else self._additive_mask(attn_mask, q, B, L, S)
 
-        mask = None if is_causal else self._additive_mask(attn_mask, q, B, L, S)
-        dropout = self.dropout if self.training else 0.0
         if need_weights:
             out, weights = self._explicit_attention(q, k, v, mask, is_causal, dropout)
             weights = weights.mean(dim=1)                                      # (B, L, S)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                  is_causal=is_causal)          # (B, H, L, D)
-            weights = None
+        return self._project_out(out.transpose(1, 2).reshape(B, L, E), weights)   # the heads merged by a copy
 
-        out = self.out_proj(out.transpose(1, 2).reshape(B, L, E))             # (B, L, E)
+    def _project_out(self, out, weights=None):
+        """out_proj of the concatenated heads (B, L, E); back to (L, B, E) unless batch_first."""
+        out = self.out_proj(out)                                               # (B, L, E)
         if not self.batch_first:
             out = out.transpose(0, 1)                                         # (L, B, E)
         return out, weights
 
-    def _additive_mask(self, attn_mask, q, B, L, S):
-        """torch's attn_mask as a float mask added to the scores: (L, S) or (B, H, L, S)."""
+    def _additive_mask(self, attn_mask, like, B, L, S):
+        """torch's attn_mask as a float mask added to the scores, on `like`'s device and in its
+        dtype: (L, S) or (B, H, L, S)."""
         if attn_mask is None:
             return None
         mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
-        mask = backend.to_device(mask, q.device)
+        mask = backend.to_device(mask, like.device)
         xp = backend.get_array_module(mask)
         if mask.dtype == bool:
             mask = xp.where(mask, -np.inf, 0.0)                  # True = not allowed
-        mask = mask.astype(q.dtype)
+        mask = mask.astype(like.dtype)
         if mask.ndim == 3:                                       # torch's (B * H, L, S) layout
             mask = mask.reshape(B, self.num_heads, L, S)
         return Tensor(mask)

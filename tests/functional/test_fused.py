@@ -19,7 +19,7 @@ import miniclip
 from miniclip import functional as F
 from miniclip import kernels
 from miniclip.functional.activation import FusedGelu, FusedQuickGelu, Gelu, quick_gelu_composed
-from miniclip.functional.attention import FusedAttention, scaled_dot_product_attention_composed
+from miniclip.functional.attention import FusedAttention, PackedSelfAttention, scaled_dot_product_attention_composed
 from miniclip.functional.conv import Conv2d, FusedConv2d
 from miniclip.functional.loss import CrossEntropy, FusedCrossEntropy
 from miniclip.functional.normalization import FusedLayerNorm, LayerNorm
@@ -185,12 +185,12 @@ def test_multihead_attention_runs_the_fused_kernel_for_a_boolean_mask(monkeypatc
     mha = miniclip.nn.MultiheadAttention(8, 2, batch_first=True)
     x = miniclip.tensor(np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32))
     seen = []
-    original = FusedAttention.forward
+    original = PackedSelfAttention.forward
 
     def spy(self, *args, **kwargs):
         seen.append(kwargs.get("is_causal"))
         return original(self, *args, **kwargs)
-    monkeypatch.setattr(FusedAttention, "forward", spy)
+    monkeypatch.setattr(PackedSelfAttention, "forward", spy)
     mha(x, x, x, attn_mask=~KEEP_5x5)
     mha(x, x, x, is_causal=True)
     assert seen == [False, True]

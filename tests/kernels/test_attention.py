@@ -6,6 +6,9 @@
   additive masks, a mask that leaves one key per row. CUDA versions run in Numba's simulator on
   tiny cases (v2 with 3 x 2 tiles: a few blocks of 6 threads), and on the CPU cases on a real
   GPU (marker gpu).
+- Output arrays (out=, dq=, dk=, dv=) given as strided views, as multi-head attention passes
+  them, are returned, written whole, with the values of the fresh outputs, in every
+  implementation and through the dispatch in both kernel modes; wrong ones raise clear errors.
 - The reference's backward is checked against central finite differences (float64), and its
   forward and backward against torch's scaled_dot_product_attention (marker oracle).
 """
@@ -184,6 +187,85 @@ def test_non_contiguous_inputs(implementation, layout, cuda_xp):
     grads_ref = reference.attention_backward(q, k, v, o_ref, lse_ref, do, 0.5, is_causal=True)
     for name, got, expected in zip(("o", "dq", "dk", "dv"), (o, *grads), (o_ref, *grads_ref)):
         assert_close(name, got, expected, **TORCH_FLOAT64)
+
+
+OUTPUT_CASES = [             # self-attention (Tq = Tk): q, k, v and dq, dk, dv share one (B, T, 3, H, d) array
+    (2, 3, 5, 5, 4, False, None),
+    (2, 3, 5, 5, 4, True, None),
+    (1, 2, 7, 7, 8, False, "float"),
+    (2, 1, 6, 6, 4, False, "padding"),
+]
+
+
+def outputs_into_views(forward, backward, case, dtype, xp):
+    """Run forward and backward twice: with fresh outputs, and with out, dq, dk, dv as views of
+    NaN-filled buffers laid out as multi-head attention lays them out. Checks that the views are
+    returned, that every element of the buffers is written, and that the values agree."""
+    q, k, v, mask, do = make_inputs(case, dtype)
+    B, H, T, _, d, is_causal, _ = case
+    scale = 0.5
+    q, k, v, do = head_views(xp, [a.swapaxes(1, 2) for a in (q, k, v, do)], "fused_qkv")   # (B, H, T, d) views
+    mask = None if mask is None else xp.asarray(mask)
+    o_fresh, lse_fresh = forward(q, k, v, scale, is_causal=is_causal, mask=mask)
+    grads_fresh = backward(q, k, v, o_fresh, lse_fresh, do, scale, is_causal=is_causal, mask=mask)
+
+    o_buffer = xp.full((B, T, H, d), np.nan, dtype)             # the heads side by side
+    out = o_buffer.transpose(0, 2, 1, 3)                         # (B, H, T, d) view
+    o, lse = forward(q, k, v, scale, is_causal=is_causal, mask=mask, out=out)
+    grad_buffer = xp.full((B, T, 3, H, d), np.nan, dtype)       # dqkv of a packed projection
+    views = tuple(grad_buffer.transpose(2, 0, 3, 1, 4))         # dq, dk, dv: (B, H, T, d) views
+    grads = backward(q, k, v, o, lse, do, scale, is_causal=is_causal, mask=mask,
+                     dq=views[0], dk=views[1], dv=views[2])
+
+    assert o is out and all(g is view for g, view in zip(grads, views)), "the output arrays were not returned"
+    assert not xp.isnan(o_buffer).any() and not xp.isnan(grad_buffer).any(), "an output element was not written"
+    tolerance = TOLERANCE[dtype]
+    for name, got, expected in zip(("o", "lse", "dq", "dk", "dv"), (o, lse, *grads),
+                                   (o_fresh, lse_fresh, *grads_fresh)):
+        assert_close(f"{name} written into a view, case {case}", got, to_numpy(expected), **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", OUTPUT_CASES, ids=str)
+@pytest.mark.parametrize("implementation", CPU_IMPLEMENTATIONS)
+def test_outputs_written_into_strided_views(implementation, case, dtype):
+    outputs_into_views(*CPU_IMPLEMENTATIONS[implementation], case, dtype, np)
+
+
+@pytest.mark.parametrize("implementation", CUDA_IMPLEMENTATIONS)
+def test_cuda_outputs_written_into_strided_views(implementation, cuda_xp):
+    """One tiny case in the simulator: the CUDA wrappers copy into the views (checks.write_into)."""
+    outputs_into_views(*CUDA_IMPLEMENTATIONS[implementation], (1, 2, 3, 3, 4, True, None), np.float32, cuda_xp)
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_dispatch_passes_the_output_arrays(mode):
+    with miniclip.kernels.use(mode):
+        outputs_into_views(attention.attention_forward, attention.attention_backward, OUTPUT_CASES[1],
+                           np.float32, np)
+
+
+@pytest.mark.parametrize("name, make, error, message", [
+    ("out", lambda q: np.empty((2, 3, 5, 4)), ValueError, r"out has shape \(2, 3, 5, 4\); expected \(2, 3, 5, 8\)"),
+    ("out", lambda q: np.empty(q.shape, np.float32), TypeError, "out has dtype float32; expected the inputs' float64"),
+])
+@pytest.mark.parametrize("implementation", ["dispatch", "reference", "numba_cuda"])
+def test_bad_output_arrays_raise_clear_errors(name, make, error, message, implementation):
+    forward = {"dispatch": attention.attention_forward, "reference": reference.attention_forward,
+               "numba_cuda": numba_cuda.attention_forward}[implementation]
+    q, k, v = good_inputs()
+    with pytest.raises(error, match=message):
+        forward(q, k, v, 0.5, out=make(q))
+
+
+@pytest.mark.parametrize("implementation", ["dispatch", "reference", "numba_cuda"])
+def test_bad_gradient_arrays_raise_clear_errors(implementation):
+    backward = {"dispatch": attention.attention_backward, "reference": reference.attention_backward,
+                "numba_cuda": numba_cuda.attention_backward}[implementation]
+    q, k, v = good_inputs()
+    o, lse = reference.attention_forward(q, k, v, 0.5)
+    with pytest.raises(ValueError, match=r"dk has shape \(2, 3, 5, 8\); expected \(2, 3, 7, 8\)"):
+        backward(q, k, v, o, lse, o, 0.5, dk=np.empty_like(q))
 
 
 # --- the reference against independent oracles ----------------------------------------------

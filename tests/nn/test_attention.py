@@ -1,13 +1,19 @@
 """MultiheadAttention against torch.nn.MultiheadAttention with the same weights: both input
 layouts, self- and cross-attention, causal attention, boolean and float masks, the weights
-returned by need_weights=True, no bias, and the gradients of every parameter."""
+returned by need_weights=True, no bias, and the gradients of every parameter.
+
+Self-attention runs the packed kernel (functional.attention.PackedSelfAttention): its output,
+the kernel's o, is out_proj's input itself, and it agrees with the unpacked fallback in float32
+and float64, with every kind of mask, in both input layouts."""
 import numpy as np
 import pytest
 
 import miniclip
 from miniclip import nn
+from miniclip.functional import attention as F_attention
+from miniclip.functional.attention import PackedSelfAttention
 from tests.nn.torch_compare import compare_with_torch, copy_weights
-from tests.tolerances import TORCH_FLOAT64
+from tests.tolerances import KERNEL_FLOAT32, TORCH_FLOAT64
 
 E, H = 12, 3
 
@@ -144,3 +150,61 @@ def test_one_qkv_projection_equals_three(batch_first):
                         sum(t.grad for t in {id(t): t for t in inputs}.values())])
     for name, fused, separate in zip(["out", "d in_proj_weight", "d in_proj_bias", "dx"], *results):
         np.testing.assert_allclose(fused, separate, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def out_proj_inputs(layer):
+    """The tensors out_proj receives from now on (the concatenated heads), in a list."""
+    seen, forward = [], layer.out_proj.forward
+    layer.out_proj.forward = lambda x: (seen.append(x), forward(x))[1]
+    return seen
+
+
+def test_self_attention_hands_the_kernels_output_to_out_proj():
+    """Self-attention: out_proj's input is PackedSelfAttention's output, the very memory the
+    kernel wrote o into. Cross-attention and need_weights=True take the unpacked paths."""
+    layer = nn.MultiheadAttention(E, H, batch_first=True)
+    seen = out_proj_inputs(layer)
+    x, y = (miniclip.tensor(normal(2, 5, E, seed=s).astype(np.float32), requires_grad=True) for s in (0, 1))
+    layer(x, x, x)
+    fn = seen[-1]._ctx
+    assert isinstance(fn, PackedSelfAttention) and np.shares_memory(seen[-1].data, fn.o)
+    layer(x, y, y)
+    layer(x, x, x, need_weights=True)
+    assert not any(isinstance(t._ctx, PackedSelfAttention) for t in seen[1:])
+
+
+def masks(T):
+    rng = np.random.default_rng(6)
+    hidden = rng.random((T, T)) < 0.5                       # torch's boolean convention: True = not allowed
+    hidden[:, 2] = False                                    # every query keeps key 2
+    return {"none": {}, "causal": {"is_causal": True}, "bool": {"attn_mask": hidden},
+            "float_per_batch_and_head": {"attn_mask": -3 * rng.random((2 * H, T, T))}}
+
+
+@pytest.mark.parametrize("mask", masks(5))
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_self_attention_equals_the_unpacked_fallback(dtype, batch_first, mask, monkeypatch):
+    """The same layer, the packed path and (packing switched off) the unpacked one: outputs, the
+    input gradient and every parameter gradient agree."""
+    layer = nn.MultiheadAttention(E, H, batch_first=batch_first)
+    layer = layer.double() if dtype == np.float64 else layer.float()
+    x = normal(2, 5, E, seed=3).astype(dtype)
+    if not batch_first:
+        x = np.ascontiguousarray(x.swapaxes(0, 1))          # (L, B, E)
+    upstream = normal(*x.shape, seed=4).astype(dtype)
+    results = []
+    for packed in (True, False):
+        if not packed:
+            monkeypatch.setattr(F_attention, "_packed_fusable", lambda *args: False)
+        layer.zero_grad()
+        seen = out_proj_inputs(layer)
+        inputs = miniclip.tensor(x, requires_grad=True)
+        out = layer(inputs, inputs, inputs, **masks(5)[mask])[0]
+        assert isinstance(seen[0]._ctx, PackedSelfAttention) == packed
+        out.backward(upstream)
+        results.append([out.data, inputs.grad] + [p.grad.copy() for p in layer.parameters()])
+    tolerance = TORCH_FLOAT64 if dtype == np.float64 else KERNEL_FLOAT32
+    names = ["out", "dx"] + [name for name, _ in layer.named_parameters()]
+    for name, packed, unpacked in zip(names, *results):
+        np.testing.assert_allclose(packed, unpacked, **tolerance, err_msg=name)
