@@ -340,6 +340,22 @@ def _gelu_backward(dy, x, dx):
         dx[k] = dy[k] * gelu_grad(x[k])
 
 
+# With a bias: rows in parallel, the columns of a row one SIMD loop (a flat index would need
+# k % C to find the bias, which stops LLVM from vectorising).
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _gelu_forward_bias(x, b, y):
+    for i in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            y[i, j] = gelu(x[i, j] + b[j])
+
+
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _gelu_backward_bias(dy, x, b, dx):
+    for i in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            dx[i, j] = dy[i, j] * gelu_grad(x[i, j] + b[j])
+
+
 @njit(cache=True, inline="always", fastmath=FASTMATH)
 def sigmoid(z):
     """1 / (1 + exp(-z)) without overflow: exp only ever sees -|z| (so the SIMD exp applies)."""
@@ -362,30 +378,47 @@ def _quick_gelu_backward(dy, x, dx):
         dx[k] = dy[k] * (s + 1.702 * v * s * (1.0 - s))
 
 
-# The elementwise kernels see flat views: one compiled loop for every shape.
-def gelu_forward(x):
-    y = np.empty_like(x)
-    with threads_for(x.size):
-        _gelu_forward(x.reshape(-1), y.reshape(-1))
-    return y
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _quick_gelu_forward_bias(x, b, y):
+    for i in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = np.float64(x[i, j] + b[j])
+            y[i, j] = v * sigmoid(1.702 * v)
 
 
-def gelu_backward(dy, x):
-    dx = np.empty_like(x)
-    with threads_for(x.size):
-        _gelu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
-    return dx
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _quick_gelu_backward_bias(dy, x, b, dx):
+    for i in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = np.float64(x[i, j] + b[j])
+            s = sigmoid(1.702 * v)
+            dx[i, j] = dy[i, j] * (s + 1.702 * v * s * (1.0 - s))
 
 
-def quick_gelu_forward(x):
-    y = np.empty_like(x)
-    with threads_for(x.size):
-        _quick_gelu_forward(x.reshape(-1), y.reshape(-1))
-    return y
+# The elementwise kernels see flat views (one compiled loop for every shape), or with a bias
+# (C,) the (N, C) rows of x.
+def _elementwise(flat_kernel, bias_kernel, out_like, arrays, bias):
+    out = np.empty_like(out_like)
+    with threads_for(out.size):
+        if bias is None:
+            flat_kernel(*(a.reshape(-1) for a in arrays), out.reshape(-1))
+        else:
+            C = out.shape[-1]
+            bias_kernel(*(a.reshape(-1, C) for a in arrays), bias, out.reshape(-1, C))
+    return out
 
 
-def quick_gelu_backward(dy, x):
-    dx = np.empty_like(x)
-    with threads_for(x.size):
-        _quick_gelu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
-    return dx
+def gelu_forward(x, bias=None):
+    return _elementwise(_gelu_forward, _gelu_forward_bias, x, (x,), bias)
+
+
+def gelu_backward(dy, x, bias=None):
+    return _elementwise(_gelu_backward, _gelu_backward_bias, x, (dy, x), bias)
+
+
+def quick_gelu_forward(x, bias=None):
+    return _elementwise(_quick_gelu_forward, _quick_gelu_forward_bias, x, (x,), bias)
+
+
+def quick_gelu_backward(dy, x, bias=None):
+    return _elementwise(_quick_gelu_backward, _quick_gelu_backward_bias, x, (dy, x), bias)

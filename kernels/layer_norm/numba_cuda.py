@@ -218,56 +218,61 @@ def sigmoid(z):
     return 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
 
 
+# The activations' kernels take a bias b over the last dimension (the flat index k is in column
+# k % C); without one, b is a single 0.
 @cuda.jit
-def gelu_forward_kernel(x, y):
+def gelu_forward_kernel(x, b, y):
     for k in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = float64(x[k])
+        v = float64(x[k] + b[k % b.size])
         y[k] = v * 0.5 * (1.0 + math.erf(v / math.sqrt(2.0)))
 
 
 @cuda.jit
-def gelu_backward_kernel(dy, x, dx):
+def gelu_backward_kernel(dy, x, b, dx):
     for k in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = float64(x[k])
+        v = float64(x[k] + b[k % b.size])
         Phi = 0.5 * (1.0 + math.erf(v / math.sqrt(2.0)))
         phi = math.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi)
         dx[k] = dy[k] * (Phi + v * phi)
 
 
 @cuda.jit
-def quick_gelu_forward_kernel(x, y):
+def quick_gelu_forward_kernel(x, b, y):
     for k in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = float64(x[k])
+        v = float64(x[k] + b[k % b.size])
         y[k] = v * sigmoid(1.702 * v)
 
 
 @cuda.jit
-def quick_gelu_backward_kernel(dy, x, dx):
+def quick_gelu_backward_kernel(dy, x, b, dx):
     for k in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = float64(x[k])
+        v = float64(x[k] + b[k % b.size])
         s = sigmoid(1.702 * v)
         dx[k] = dy[k] * (s + 1.702 * v * s * (1.0 - s))
 
 
-def _elementwise(kernel, out_like, *arrays, threads=256, blocks=4096):
-    """Launch an elementwise kernel on flat views; at most `blocks` blocks (grid-stride)."""
-    out = get_array_module(out_like).empty_like(out_like)
+def _elementwise(kernel, out_like, arrays, bias, threads=256, blocks=4096):
+    """Launch an activation kernel on flat views with the bias (or a single 0); at most `blocks`
+    blocks (grid-stride)."""
+    xp = get_array_module(out_like)
+    out = xp.empty_like(out_like)
+    bias = xp.zeros(1, out.dtype) if bias is None else bias
     grid = max(1, min(blocks, (out.size + threads - 1) // threads))
-    kernel[grid, threads](*(a.reshape(-1) for a in arrays), out.reshape(-1))
+    kernel[grid, threads](*(a.reshape(-1) for a in arrays), bias, out.reshape(-1))
     return out
 
 
-def gelu_forward(x, **launch):
-    return _elementwise(gelu_forward_kernel, x, x, **launch)
+def gelu_forward(x, bias=None, **launch):
+    return _elementwise(gelu_forward_kernel, x, (x,), bias, **launch)
 
 
-def gelu_backward(dy, x, **launch):
-    return _elementwise(gelu_backward_kernel, x, dy, x, **launch)
+def gelu_backward(dy, x, bias=None, **launch):
+    return _elementwise(gelu_backward_kernel, x, (dy, x), bias, **launch)
 
 
-def quick_gelu_forward(x, **launch):
-    return _elementwise(quick_gelu_forward_kernel, x, x, **launch)
+def quick_gelu_forward(x, bias=None, **launch):
+    return _elementwise(quick_gelu_forward_kernel, x, (x,), bias, **launch)
 
 
-def quick_gelu_backward(dy, x, **launch):
-    return _elementwise(quick_gelu_backward_kernel, x, dy, x, **launch)
+def quick_gelu_backward(dy, x, bias=None, **launch):
+    return _elementwise(quick_gelu_backward_kernel, x, (dy, x), bias, **launch)

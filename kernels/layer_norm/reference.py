@@ -55,16 +55,22 @@ def layer_norm_backward(dy, x, weight, mean, rstd):
     return dx.astype(x.dtype), dweight.astype(weight.dtype), dbias.astype(weight.dtype)
 
 
-def gelu_forward(x):
-    """gelu(x) = x * (1 + erf(x / sqrt 2)) / 2, elementwise."""
+def _z64(x, bias):
+    """x + bias (bias over the last dim, or none) in float64: the activation's argument."""
     x64 = x.astype(get_array_module(x).float64)
+    return x64 if bias is None else x64 + bias.astype(x64.dtype)
+
+
+def gelu_forward(x, bias=None):
+    """gelu(z) = z * (1 + erf(z / sqrt 2)) / 2 of z = x (+ bias), elementwise."""
+    x64 = _z64(x, bias)
     return (x64 * 0.5 * (1.0 + erf(x64 / math.sqrt(2.0)))).astype(x.dtype)
 
 
-def gelu_backward(dy, x):
-    """dx = dy * (Phi(x) + x * phi(x))."""
+def gelu_backward(dy, x, bias=None):
+    """dx = dy * (Phi(z) + z * phi(z)), z = x (+ bias)."""
     xp = get_array_module(x)
-    x64 = x.astype(xp.float64)
+    x64 = _z64(x, bias)
     Phi = 0.5 * (1.0 + erf(x64 / math.sqrt(2.0)))
     phi = xp.exp(-0.5 * x64 * x64) / math.sqrt(2.0 * math.pi)
     return (dy.astype(xp.float64) * (Phi + x64 * phi)).astype(x.dtype)
@@ -77,14 +83,14 @@ def sigmoid(z):
     return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def quick_gelu_forward(x):
-    """quick_gelu(x) = x * sigmoid(1.702 x), elementwise."""
-    x64 = x.astype(get_array_module(x).float64)
+def quick_gelu_forward(x, bias=None):
+    """quick_gelu(z) = z * sigmoid(1.702 z) of z = x (+ bias), elementwise."""
+    x64 = _z64(x, bias)
     return (x64 * sigmoid(1.702 * x64)).astype(x.dtype)
 
 
-def quick_gelu_backward(dy, x):
-    """dx = dy * (s + 1.702 x s (1 - s)), s = sigmoid(1.702 x)."""
-    x64 = x.astype(get_array_module(x).float64)
+def quick_gelu_backward(dy, x, bias=None):
+    """dx = dy * (s + 1.702 z s (1 - s)), s = sigmoid(1.702 z), z = x (+ bias)."""
+    x64 = _z64(x, bias)
     s = sigmoid(1.702 * x64)
     return (dy.astype(x64.dtype) * (s + 1.702 * x64 * s * (1.0 - s))).astype(x.dtype)

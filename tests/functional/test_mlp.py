@@ -87,9 +87,9 @@ def test_the_node_keeps_x_and_h_but_not_the_activation():
     y = F.mlp(x, w1, b1, w2, b2)
     node = y._ctx
     arrays = {name: v for name, v in vars(node).items() if isinstance(v, np.ndarray)}
-    assert sorted(arrays) == ["h", "w1", "w2", "x2"]
-    assert np.shares_memory(node.x2, x.data) and node.w1 is w1.data and node.w2 is w2.data
-    np.testing.assert_allclose(node.h, x.data.reshape(6, 5) @ w1.data.T + b1.data, **TORCH_FLOAT64)
+    assert sorted(arrays) == ["b1", "h", "w1", "w2", "x2"]
+    assert np.shares_memory(node.x2, x.data) and node.w1 is w1.data and node.w2 is w2.data and node.b1 is b1.data
+    np.testing.assert_allclose(node.h, x.data.reshape(6, 5) @ w1.data.T, **TORCH_FLOAT64)   # b1 goes into act
     # Of the hidden-sized arrays (N*H = 6*7 values) the composed graph keeps h and act(h), FusedMLP h only.
     hidden = [[v for v in saved_arrays(fn(x, w1, b1, w2, b2)).values() if v.size == 6 * 7]
               for fn in (F.mlp, mlp_composed)]

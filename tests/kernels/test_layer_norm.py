@@ -97,25 +97,46 @@ def make_activation_inputs(rng, shape, dtype):
     return x.astype(dtype), rng.standard_normal(shape).astype(dtype)
 
 
+@pytest.mark.parametrize("with_bias", [False, True], ids=["", "bias"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", GELU_SHAPES, ids=str)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("impl", GELU_IMPLEMENTATIONS)
-def test_activation_matches_reference(impl, activation, shape, dtype, cuda_xp):
+def test_activation_matches_reference(impl, activation, shape, dtype, with_bias, cuda_xp):
     rng = np.random.default_rng(len(shape))
     x, dy = make_activation_inputs(rng, shape, dtype)
-    y = getattr(reference, f"{activation}_forward")(x)
-    dx = getattr(reference, f"{activation}_backward")(dy, x)
+    bias = rng.standard_normal(shape[-1]).astype(dtype) if with_bias else None
+    y = getattr(reference, f"{activation}_forward")(x, bias)
+    dx = getattr(reference, f"{activation}_backward")(dy, x, bias)
     if impl == "numba_cpu":
         module, launch, xp = numba_cpu, {}, np
     else:
         from miniclip.kernels.layer_norm import numba_cuda
         module, launch, xp = numba_cuda, dict(threads=16, blocks=4), cuda_xp    # grid-stride: 64 threads
-    got_y = getattr(module, f"{activation}_forward")(xp.asarray(x), **launch)
-    got_dx = getattr(module, f"{activation}_backward")(xp.asarray(dy), xp.asarray(x), **launch)
+    bias = None if bias is None else xp.asarray(bias)
+    got_y = getattr(module, f"{activation}_forward")(xp.asarray(x), bias, **launch)
+    got_dx = getattr(module, f"{activation}_backward")(xp.asarray(dy), xp.asarray(x), bias, **launch)
     assert got_y.dtype == dtype and got_dx.dtype == dtype
     assert_close(f"{impl} {activation} y", got_y, y, TOLERANCE[dtype])
     assert_close(f"{impl} {activation} dx", got_dx, dx, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_reference_activation_with_bias_is_the_activation_of_x_plus_bias(activation):
+    rng = np.random.default_rng(11)
+    x, dy = make_activation_inputs(rng, (4, 6), np.float64)
+    bias = rng.standard_normal(6)
+    forward, backward = (getattr(reference, f"{activation}_{d}") for d in ("forward", "backward"))
+    assert_close("y", forward(x, bias), forward(x + bias), TORCH_FLOAT64)
+    assert_close("dx", backward(dy, x, bias), backward(dy, x + bias), TORCH_FLOAT64)
+
+
+def test_activation_bias_must_match_the_last_dimension():
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="bias"):
+        layer_norm.gelu_forward(x, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="bias"):
+        layer_norm.quick_gelu_backward(x, x, np.zeros(4, np.float64))
 
 
 # ------------------------------------------------------------------ reference vs central differences
