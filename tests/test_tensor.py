@@ -66,9 +66,54 @@ def test_leaf_grads_do_not_alias_each_other():
     # add's backward hands the same dy to both inputs; the leaves must still own their grads
     x = tensor([1.0, 2.0], requires_grad=True)
     y = tensor([3.0, 4.0], requires_grad=True)
-    (x + y).sum().backward()
+    ((x + y) * 1.0).sum().backward()    # * 1.0: a fresh, writeable dy reaches the add
     x.grad *= 10
     np.testing.assert_allclose(y.grad, [1.0, 1.0])
+
+
+def test_a_fresh_gradient_is_kept_without_a_copy_and_shared_memory_is_copied():
+    """A leaf keeps the array a backward made for it (no copy); views of the caller's gradient, a
+    read-only broadcast, and a gradient still pending for another node are copied or not written."""
+    from miniclip.tensor import Function
+
+    class Fresh(Function):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, dy):
+            self.made = dy * 2
+            return self.made
+    w = tensor([1.0, 2.0], requires_grad=True)
+    node = Fresh.apply(w)
+    fn = node._ctx
+    node.sum().backward(retain_graph=True)      # retained: fn keeps .made for the check
+    assert w.grad is fn.made
+
+    x = tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    g = np.ones(4, np.float32)
+    x.reshape(4).backward(g)                  # x.grad would be a view of the caller's g
+    assert not np.shares_memory(x.grad, g)
+    x.grad *= 3
+    np.testing.assert_array_equal(g, np.ones(4, np.float32))
+
+    z = tensor([1.0, 2.0, 3.0], requires_grad=True)
+    z.sum().backward()                         # sum's backward is a read-only broadcast of dy
+    z.grad *= 2                                # the kept gradient is writeable
+    np.testing.assert_array_equal(z.grad, [2.0, 2.0, 2.0])
+
+    a = tensor([1.0, 2.0], requires_grad=True)
+    h = a * 1.0
+    ((a + h + a) * 1.0).sum().backward()       # one fresh dy goes to a (kept), to h (pending), to a again
+    np.testing.assert_array_equal(a.grad, [3.0, 3.0])
+
+
+def test_a_gradient_kept_from_an_earlier_backward_is_not_written_over():
+    x = tensor([1.0, -2.0], requires_grad=True)
+    (x * 3).sum().backward()
+    first = x.grad
+    (x * 4).sum().backward()
+    np.testing.assert_array_equal(first, [3.0, 3.0])
+    np.testing.assert_array_equal(x.grad, [7.0, 7.0])
 
 
 def test_diamond_graph_is_visited_once_per_node():
