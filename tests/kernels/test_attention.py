@@ -9,6 +9,10 @@
 - Output arrays (out=, dq=, dk=, dv=) given as strided views, as multi-head attention passes
   them, are returned, written whole, with the values of the fresh outputs, in every
   implementation and through the dispatch in both kernel modes; wrong ones raise clear errors.
+- numba_cpu's own paths: causal with more keys than queries, several head groups (both pool
+  threads), calls after larger ones and in the other dtype (its kept temporaries), a row whose
+  every key is masked (NaN, as torch), and its fused elementwise kernels one call at a time
+  against NumPy with np.exp, in float32 and float64.
 - The reference's backward is checked against central finite differences (float64), and its
   forward and backward against torch's scaled_dot_product_attention (marker oracle).
 """
@@ -155,6 +159,114 @@ def test_large_scores_do_not_overflow():
         assert np.isfinite(o).all() and lse_ref.max() > 500
         assert_close("o", o, o_ref, **TORCH_FLOAT64)
         assert_close("lse", lse, lse_ref, **TORCH_FLOAT64)
+
+
+# --- numba_cpu's own paths -----------------------------------------------------------------------
+
+# Causal with more keys than queries (keys past the last query get no gradient), and enough heads
+# for several head groups (B * H = 80 > HEADS_PER_TASK), so both pool threads run, each with its own
+# kept temporaries.
+NUMBA_CPU_CASES = [
+    (1, 2, 13, 30, 32, True, None),
+    (40, 2, 13, 13, 8, True, None),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", NUMBA_CPU_CASES, ids=str)
+@pytest.mark.parametrize("implementation", ["numba_cpu", "numba_cpu[Bc=8]"])
+def test_numba_cpu_paths_match_reference(implementation, case, dtype):
+    check_against_reference(*CPU_IMPLEMENTATIONS[implementation], case, dtype, np)
+
+
+def test_numba_cpu_kept_temporaries_do_not_leak_between_calls():
+    """numba_cpu keeps each pool thread's temporaries (S, dP, K^T, V^T) from call to call: calls
+    after a larger one, and after one in the other dtype, still match the reference."""
+    for case, dtype in [(CPU_CASES[4], np.float64), (CPU_CASES[0], np.float32), (CPU_CASES[1], np.float64),
+                        (CPU_CASES[4], np.float32)]:
+        for name in ("numba_cpu", "numba_cpu[Bc=8]"):
+            check_against_reference(*CPU_IMPLEMENTATIONS[name], case, dtype, np)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning", "ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("implementation", ["numba_cpu", "numba_cpu[Bc=8]"])
+def test_fully_masked_row_gives_nan(implementation, dtype):
+    """A query whose every key is masked has no softmax: its output row is NaN, as the
+    reference's and torch's, and its lse -inf (torch's logsumexp of no terms; the reference's
+    is NaN). Its NaN reaches the backward where the reference's does (its dq row, its head's dk
+    and dv) and nowhere else."""
+    q, k, v, mask, do = make_inputs((2, 2, 13, 21, 8, False, "float"), dtype)
+    mask = np.repeat(mask[None, None], 2, axis=1)       # (1, H, Tq, Tk)
+    mask[0, 1, 4] = -np.inf                             # query 4 of head 1 sees no key
+    forward, backward = CPU_IMPLEMENTATIONS[implementation]
+    o, lse = forward(q, k, v, 0.5, mask=mask)
+    grads = backward(q, k, v, o, lse, do, 0.5, mask=mask)
+    assert np.isnan(o[:, 1, 4]).all() and (lse[:, 1, 4] == -np.inf).all()
+    assert not np.isnan(o[:, 0]).any() and not np.isnan(np.delete(o[:, 1], 4, axis=1)).any()
+
+    as64 = [a.astype(np.float64) for a in (q, k, v, mask, do)]
+    o_ref, lse_ref = reference.attention_forward(*as64[:3], 0.5, mask=as64[3])
+    grads_ref = reference.attention_backward(*as64[:3], o_ref, lse_ref, as64[4], 0.5, mask=as64[3])
+    rtol = TOLERANCE[dtype]["rtol"]
+    atol = TOLERANCE[dtype]["atol"] * max(1.0, *(np.nanmax(np.abs(x)) for x in (o_ref, *grads_ref)))
+    lse_ref[:, 1, 4] = -np.inf
+    for name, got, expected in zip(("o", "lse", "dq", "dk", "dv"), (o, lse, *grads), (o_ref, lse_ref, *grads_ref)):
+        assert_close(f"{name} with a fully masked row, {np.dtype(dtype)}", got, expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_cpu_fused_tiles_match_numpy(dtype, is_causal):
+    """The fused passes between numba_cpu's matmuls, one call at a time, against the same
+    formulas in NumPy with np.exp. Their exp is softmax_xent's exp_nonpositive (a polynomial,
+    in the scores' precision): in float64 it must agree to TORCH_FLOAT64, in float32 to
+    KERNEL_FLOAT32. Two key tiles of the online softmax (the second raises the max of some rows
+    and not of others; -inf scores; the causal mask starting mid-tile), the normalised single
+    tile, and the backward's P and scale dS."""
+    rng = np.random.default_rng(3)
+    G, H, Tq, n = 2, 3, 9, 6
+    scale = dtype(0.7)
+    S1, S2, dP = (rng.uniform(-30, 30, (G, H, Tq, n)).astype(dtype) for _ in range(3))
+    S2[:, :, ::2] -= 40                                  # even rows: the second tile does not raise the max
+    # a mask (-inf at random) or the causal rule: the API takes one or the other
+    bias = None if is_causal else np.where(rng.random((G, H, Tq, n)) < 0.2, -np.inf,
+                                           rng.standard_normal((G, H, Tq, n))).astype(dtype)
+    tol = TOLERANCE[dtype]
+
+    def scores(S, j0):                                  # NumPy's scale S + bias, or S with keys j > i at -inf
+        s = scale * S.astype(np.float64)
+        future = np.arange(j0, j0 + n)[None, :] > np.arange(Tq)[:, None]
+        return np.where(future, -np.inf, s) if is_causal else s + bias
+
+    m, l, alpha = np.full((G, H, Tq), -np.inf, dtype), np.zeros((G, H, Tq), dtype), np.empty((G, H, Tq), dtype)
+    m_ref, l_ref = np.full((G, H, Tq), -np.inf), np.zeros((G, H, Tq))
+    for j0, S in ((0, S1.copy()), (6, S2.copy())):      # keys 0..5, then 6..11 (causal: rows 0..5 see none)
+        s = scores(S, j0)
+        new = np.maximum(m_ref, s.max(axis=-1))
+        shift = np.where(new == -np.inf, 0, new)        # a row with no key seen yet: P = 0, l = 0
+        P_ref = np.exp(s - shift[..., None])
+        alpha_ref = np.where(new == -np.inf, 1, np.exp(m_ref - shift))
+        l_ref = alpha_ref * l_ref + P_ref.sum(axis=-1)
+        m_ref = new
+        numba_cpu._online_softmax_tile(S, scale, bias, is_causal, j0, m, l, alpha, False)
+        for name, got, expected in (("P", S, P_ref), ("m", m, m_ref), ("l", l, l_ref), ("alpha", alpha, alpha_ref)):
+            assert_close(f"{name} after the tile at key {j0}", got, expected, **tol)
+
+    S = S1.copy()
+    m[:], l[:] = -np.inf, 0
+    numba_cpu._online_softmax_tile(S, scale, bias, is_causal, 0, m, l, alpha, True)
+    s = scores(S1, 0)
+    P_ref = np.exp(s - s.max(axis=-1, keepdims=True))
+    assert_close("P normalised", S, P_ref / P_ref.sum(axis=-1, keepdims=True), **tol)
+
+    lse = (m + np.log(l)).astype(dtype)
+    D = rng.standard_normal((G, H, Tq)).astype(dtype)
+    S, dS = S1.copy(), dP.copy()
+    numba_cpu._softmax_backward_tile(S, dS, scale, bias, is_causal, 0, lse, D)
+    P_ref = np.exp(s - lse[..., None])
+    assert_close("backward P", S, P_ref, **tol)
+    assert_close("backward scale dS", dS, scale * P_ref * (dP - D[..., None]), **tol)
 
 
 def head_views(xp, arrays, layout):
