@@ -8,7 +8,7 @@ linear runs as one Function, FusedLinear, with a hand-written backward over all 
 
     dx = dy W        (N, out) @ (out, in)
     dW = dy^T x      (out, in): one GEMM over all N rows, already in W's layout
-    db = sum over the N rows of dy
+    db = sum over the N rows of dy  (ones (N,) @ dy: a BLAS matrix-vector product, sum_rows)
 
 Why it is faster than the composed matmul(x, W^T) + b (linear_composed, kept as its oracle):
 the bias is added into the matmul's fresh output in place, where `y + b` allocates and writes a
@@ -29,7 +29,7 @@ linear_composed (values and gradients) on odd shapes.
 import numpy as np
 
 from miniclip import amp
-from miniclip.backend import to_device
+from miniclip.backend import get_array_module, to_device
 from miniclip.ops import getitem, matmul, transpose
 from miniclip.tensor import Function, Tensor, as_tensor
 
@@ -52,7 +52,14 @@ class FusedLinear(Function):
             return dx, dw
         if dy2.dtype == np.float16:                                   # sum in float32, as cuBLAS would
             return dx, dw, dy2.sum(axis=0, dtype=np.float32).astype(np.float16)   # (out,)
-        return dx, dw, dy2.sum(axis=0)                                # (out,)
+        return dx, dw, sum_rows(dy2)                                  # (out,)
+
+
+def sum_rows(dy2):
+    """The sum of the rows of dy2 (N, out), as the product ones (N,) @ dy2: BLAS's matrix-vector
+    product runs on both cores and is 2-5x faster than NumPy's column sum, which adds the rows
+    one after the other on one core (16640 x 768 float32: 1.95 against 4.57 ms, measured)."""
+    return get_array_module(dy2).ones(dy2.shape[0], dy2.dtype) @ dy2
 
 
 def linear(x, weight, bias=None):

@@ -40,7 +40,7 @@ import numpy as np
 
 from miniclip import amp
 from miniclip.functional.activation import gelu, quick_gelu
-from miniclip.functional.linear import linear
+from miniclip.functional.linear import linear, sum_rows
 from miniclip.kernels import layer_norm as activation_kernels
 from miniclip.tensor import Function, as_tensor
 
@@ -74,7 +74,7 @@ class FusedMLP(Function):
         del da
         x = self.inputs[0]
         dx = (dh @ self.w1).reshape(x.shape) if x.requires_grad else None   # (..., W)
-        return dx, dh.T @ self.x2, dh.sum(axis=0), dw2, dy2.sum(axis=0)     # dW1 (H, W), db1 (H,), db2 (out,)
+        return dx, dh.T @ self.x2, sum_rows(dh), dw2, sum_rows(dy2)         # dW1 (H, W), db1 (H,), db2 (out,)
 
 
 def mlp(x, fc_weight, fc_bias, proj_weight, proj_bias, activation="gelu"):
