@@ -70,6 +70,16 @@ def to_device(x, device):
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
 
 
+def scatter_add(target, index, values):
+    """target[index] += values in place, adding once per occurrence of an index (a plain
+    target[index] += values adds only once for a repeated index): np.add.at, cupyx.scatter_add."""
+    if is_cupy_array(target):
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)
+
+
 def reuse_freed_host_memory():
     """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the kernel.
 

@@ -7,7 +7,7 @@ split concatenates the pieces' gradients.
 """
 import numpy as np
 
-from miniclip.backend import get_array_module
+from miniclip.backend import get_array_module, scatter_add
 from miniclip.ops.arithmetic import sum_to_shape
 from miniclip.tensor import Function, Tensor, as_tensor
 
@@ -53,13 +53,8 @@ class GetItem(Function):
         return x[index]
 
     def backward(self, dy):
-        xp = get_array_module(dy)
-        dx = xp.zeros(self.x_shape, dtype=self.x_dtype)
-        if xp is np:
-            np.add.at(dx, self.index, dy)
-        else:
-            import cupyx
-            cupyx.scatter_add(dx, self.index, dy)
+        dx = get_array_module(dy).zeros(self.x_shape, dtype=self.x_dtype)
+        scatter_add(dx, self.index, dy)
         return dx
 
 
