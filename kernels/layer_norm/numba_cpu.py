@@ -327,30 +327,19 @@ def _gelu_grad_overload(v):
     return {types.float32: _gelu_grad_float32, types.float64: _gelu_grad_float64}.get(v)
 
 
-# Elementwise: no sums to reorder, so only "contract" (fused multiply-adds).
+# Elementwise, over the rows (N, C) of x with a bias b (C,) added first (zeros when there is
+# none): rows in parallel, each row one SIMD loop (a flat loop would need k % C to find the
+# bias, which stops LLVM from vectorising). No sums to reorder, so only "contract" (fused
+# multiply-adds).
 @njit(cache=True, parallel=True, fastmath={"contract"})
-def _gelu_forward(x, y):
-    for k in prange(x.size):
-        y[k] = gelu(x[k])
-
-
-@njit(cache=True, parallel=True, fastmath={"contract"})
-def _gelu_backward(dy, x, dx):
-    for k in prange(x.size):
-        dx[k] = dy[k] * gelu_grad(x[k])
-
-
-# With a bias: rows in parallel, the columns of a row one SIMD loop (a flat index would need
-# k % C to find the bias, which stops LLVM from vectorising).
-@njit(cache=True, parallel=True, fastmath={"contract"})
-def _gelu_forward_bias(x, b, y):
+def _gelu_forward(x, b, y):
     for i in prange(x.shape[0]):
         for j in range(x.shape[1]):
             y[i, j] = gelu(x[i, j] + b[j])
 
 
 @njit(cache=True, parallel=True, fastmath={"contract"})
-def _gelu_backward_bias(dy, x, b, dx):
+def _gelu_backward(dy, x, b, dx):
     for i in prange(x.shape[0]):
         for j in range(x.shape[1]):
             dx[i, j] = dy[i, j] * gelu_grad(x[i, j] + b[j])
@@ -364,22 +353,7 @@ def sigmoid(z):
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _quick_gelu_forward(x, y):
-    for k in prange(x.size):
-        v = np.float64(x[k])
-        y[k] = v * sigmoid(1.702 * v)
-
-
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _quick_gelu_backward(dy, x, dx):
-    for k in prange(x.size):
-        v = np.float64(x[k])
-        s = sigmoid(1.702 * v)
-        dx[k] = dy[k] * (s + 1.702 * v * s * (1.0 - s))
-
-
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _quick_gelu_forward_bias(x, b, y):
+def _quick_gelu_forward(x, b, y):
     for i in prange(x.shape[0]):
         for j in range(x.shape[1]):
             v = np.float64(x[i, j] + b[j])
@@ -387,7 +361,7 @@ def _quick_gelu_forward_bias(x, b, y):
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _quick_gelu_backward_bias(dy, x, b, dx):
+def _quick_gelu_backward(dy, x, b, dx):
     for i in prange(x.shape[0]):
         for j in range(x.shape[1]):
             v = np.float64(x[i, j] + b[j])
@@ -395,30 +369,30 @@ def _quick_gelu_backward_bias(dy, x, b, dx):
             dx[i, j] = dy[i, j] * (s + 1.702 * v * s * (1.0 - s))
 
 
-# The elementwise kernels see flat views (one compiled loop for every shape), or with a bias
-# (C,) the (N, C) rows of x.
-def _elementwise(flat_kernel, bias_kernel, out_like, arrays, bias):
+def _elementwise(kernel, out_like, arrays, bias):
+    """Run an activation kernel over the (N, C) rows of arrays of any shape (C the last
+    dimension; a 0-d array is one row of one), with the bias or zeros."""
     out = np.empty_like(out_like)
+    if out.size == 0:
+        return out
+    C = out.shape[-1] if out.ndim else 1
+    bias = np.zeros(C, out.dtype) if bias is None else bias
     with threads_for(out.size):
-        if bias is None:
-            flat_kernel(*(a.reshape(-1) for a in arrays), out.reshape(-1))
-        else:
-            C = out.shape[-1]
-            bias_kernel(*(a.reshape(-1, C) for a in arrays), bias, out.reshape(-1, C))
+        kernel(*(a.reshape(-1, C) for a in arrays), bias, out.reshape(-1, C))
     return out
 
 
 def gelu_forward(x, bias=None):
-    return _elementwise(_gelu_forward, _gelu_forward_bias, x, (x,), bias)
+    return _elementwise(_gelu_forward, x, (x,), bias)
 
 
 def gelu_backward(dy, x, bias=None):
-    return _elementwise(_gelu_backward, _gelu_backward_bias, x, (dy, x), bias)
+    return _elementwise(_gelu_backward, x, (dy, x), bias)
 
 
 def quick_gelu_forward(x, bias=None):
-    return _elementwise(_quick_gelu_forward, _quick_gelu_forward_bias, x, (x,), bias)
+    return _elementwise(_quick_gelu_forward, x, (x,), bias)
 
 
 def quick_gelu_backward(dy, x, bias=None):
-    return _elementwise(_quick_gelu_backward, _quick_gelu_backward_bias, x, (dy, x), bias)
+    return _elementwise(_quick_gelu_backward, x, (dy, x), bias)

@@ -56,8 +56,7 @@ class FusedMLP(Function):
 
     def forward(self, x, w1, b1, w2, b2, activation="gelu"):
         self.x2 = x.reshape(-1, x.shape[-1])                        # (N, W); a view when x is contiguous
-        self.w1, self.w2, self.activation = w1, w2, activation
-        self.b1 = b1
+        self.w1, self.b1, self.w2, self.activation = w1, b1, w2, activation
         self.h = amp.matmul_2d(self.x2, w1.T)                       # (N, H), without b1
         a = ACTIVATIONS[activation][0](self.h, b1)                  # (N, H) = act(h + b1), not kept
         y = amp.matmul_2d(a, w2.T, b2)                              # (N, out)

@@ -15,7 +15,7 @@ for that token only: its query still attends to the keys and values of every tok
 other tokens' queries, attention outputs, out_proj and MLP rows, which nothing reads, are never
 computed. The output is the same as computing every row and picking one (each row of
 attention, LayerNorm and the MLP depends on its own query row only). On tiny-vit-s this leaves
-out ~5/6 of the last block's work: ~12% of the image tower's and ~17% of the text tower's
+out ~5/6 of the last block's work: ~14% of the image tower's and ~20% of the text tower's
 FLOPs. OpenCLIP computes every row.
 
 Checked against OpenCLIP's own blocks with the same weights in tests/models.
