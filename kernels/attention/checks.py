@@ -100,6 +100,12 @@ def output(name, out, like):
         raise TypeError(f"attention: {name} has dtype {out.dtype}; expected the inputs' {like.dtype}")
 
 
+def gradient_outputs(dq, dk, dv, q, k, v):
+    """`output` for the backward's three: dq like q, dk like k, dv like v."""
+    for name, given, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)):
+        output(name, given, like)
+
+
 def write_into(out, x):
     """x itself when the caller gave no output array, else x copied into it (one copy, for the
     implementations that cannot write into a strided view)."""

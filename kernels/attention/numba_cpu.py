@@ -328,8 +328,7 @@ def attention_backward(q, k, v, o, lse, do, scale, is_causal=False, mask=None, d
     """Flash attention backward on NumPy arrays: returns (dq, dk, dv), each the array passed for
     it when there is one (any view of the input's shape, written in place), else a new array."""
     q, k, v, o, lse, do, mask = checks.backward_inputs(q, k, v, o, lse, do, is_causal, mask, rows_only=True)
-    for name, given, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)):
-        checks.output(name, given, like)
+    checks.gradient_outputs(dq, dk, dv, q, k, v)
     B, H, Tq, d = q.shape
     dq = np.empty(q.shape, q.dtype) if dq is None else dq       # (B, H, Tq, d)
     dk = np.empty(k.shape, k.dtype) if dk is None else dk       # (B, H, Tk, d)

@@ -403,8 +403,7 @@ def attention_forward_v2(q, k, v, scale, is_causal=False, mask=None, out=None, B
 def _backward_prepare(q, k, v, o, lse, do, is_causal, mask, dq, dk, dv):
     q, k, v, o, lse, do, mask = checks.backward_inputs(q, k, v, o, lse, do, is_causal, mask)
     q, k, v, mask = _prepare(q, k, v, is_causal, mask)
-    for name, given, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)):
-        checks.output(name, given, like)
+    checks.gradient_outputs(dq, dk, dv, q, k, v)
     xp = get_array_module(q)
     B, H, Tq, d = q.shape
     D = xp.empty((B, H, Tq), q.dtype)

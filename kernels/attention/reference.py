@@ -72,8 +72,7 @@ def attention_backward(q, k, v, o, lse, do, scale, is_causal=False, mask=None, d
     recomputes P from scratch, with softmax's own Jacobian), the flash versions do.
     """
     q, k, v, o, lse, do, mask = checks.backward_inputs(q, k, v, o, lse, do, is_causal, mask)
-    for name, given, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)):
-        checks.output(name, given, like)
+    checks.gradient_outputs(dq, dk, dv, q, k, v)
     P = _softmax(_scores(q, k, scale, is_causal, mask))  # (B, H, Tq, Tk)
     dV = P.swapaxes(-1, -2) @ do                         # (B, H, Tk, d)
     dP = do @ v.swapaxes(-1, -2)                         # (B, H, Tq, Tk)
