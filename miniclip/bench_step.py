@@ -17,6 +17,8 @@ projections) + 4*T^2*W (Q K^T and P V) multiply-adds x 2 in the forward pass, an
 pass twice that, so a step is 3x the forward count (ModifiedResNet towers are not counted).
 miniclip's last block of each tower computes only the token the tower reads (models/transformer.py),
 so its step does fewer FLOPs than OpenCLIP's: each side's GFLOP/s is counted on the FLOPs it does.
+(Its text tower also stops at the batch's longest caption; that is not counted: the benchmark's
+random captions nearly fill the context.)
 
 --vs-openclip then runs open_clip's model of the same config (pretrained=None) on the same inputs
 for as many steps in a child process of its own, with the same number of threads, and reports
