@@ -1,0 +1,31 @@
+"""Stand-in arrays as arguments of kernels in Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
+
+On a GPU a Numba kernel reads a CuPy array's device memory through __cuda_array_interface__. The
+simulator only knows NumPy arrays (anything else is passed to the kernel as it is), so around each
+simulated launch every stand-in argument is replaced by its memory, a NumPy array, which the
+simulated threads then read and write in place. Nothing is transferred or counted: on a GPU the
+kernel would touch device memory only.
+"""
+from tests.cupy_standin import core
+
+_original_call = None
+
+
+def install():
+    global _original_call
+    from numba.cuda.simulator.kernel import FakeCUDAKernel
+    if _original_call is not None:
+        return
+    _original_call = FakeCUDAKernel.__call__
+
+    def call(self, *args):
+        return _original_call(self, *(a._a if isinstance(a, core.ndarray) else a for a in args))
+    FakeCUDAKernel.__call__ = call
+
+
+def uninstall():
+    global _original_call
+    if _original_call is None:
+        return
+    from numba.cuda.simulator.kernel import FakeCUDAKernel
+    FakeCUDAKernel.__call__, _original_call = _original_call, None
