@@ -17,6 +17,7 @@ import math
 
 from numba import cuda
 
+from ..cuda_launch import launch
 from . import checks
 
 THREADS_PER_BLOCK = 256
@@ -55,7 +56,7 @@ def _launch(kernel, blocks, threads, param, grad, exp_avg, exp_avg_sq, step, lr,
         return
     arrays = checks.contiguous([param, grad, exp_avg, exp_avg_sq])
     as_dtype = param.dtype.type
-    kernel[blocks, threads](*(x.reshape(-1) for x in arrays),
+    launch(kernel, blocks, threads, *(x.reshape(-1) for x in arrays),
                             as_dtype(1 - lr * weight_decay), as_dtype(1 - beta1), as_dtype(beta2), as_dtype(1 - beta2),
                             as_dtype(lr / (1 - beta1 ** step)), as_dtype(math.sqrt(1 - beta2 ** step)), as_dtype(eps))
     checks.write_back([param, exp_avg, exp_avg_sq], [arrays[0], arrays[2], arrays[3]])

@@ -39,6 +39,7 @@ from numba import cuda
 
 from miniclip.backend import get_array_module
 
+from ..cuda_launch import launch
 from . import checks
 
 MAX_HEAD_DIM = 128      # the tiles of a block must fit in 48 KB of static shared memory
@@ -185,11 +186,11 @@ def _kernels(dtype, d, Br, Bc):
 
     @cuda.jit
     def forward_v2(q, k, v, scale, is_causal, mask, o, lse):
-        # grid (query tiles, B * H); block (Bc, Br): thread (tx, ty) = (key j, query i) in the tile
+        # grid (B * H, query tiles); block (Bc, Br): thread (tx, ty) = (key j, query i) in the tile
         B, H, Tq, _ = q.shape
         Tk = k.shape[2]
-        b, h = cuda.blockIdx.y // H, cuda.blockIdx.y % H
-        i0 = cuda.blockIdx.x * Br
+        b, h = cuda.blockIdx.x // H, cuda.blockIdx.x % H
+        i0 = cuda.blockIdx.y * Br
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         i = i0 + ty
         Q_tile = cuda.shared.array((Br, d_pad), float_t)
@@ -258,12 +259,12 @@ def _kernels(dtype, d, Br, Bc):
 
     @cuda.jit
     def backward_dkdv_v2(q, k, v, lse, D, do, scale, is_causal, mask, dk, dv):
-        # grid (key tiles, B * H); block (Bc, Br): thread (tx, ty) = (key j, query i) of a tile;
+        # grid (B * H, key tiles); block (Bc, Br): thread (tx, ty) = (key j, query i) of a tile;
         # the thread owns dK_j, dV_j columns ty, ty + Br, ...
         B, H, Tq, _ = q.shape
         Tk = k.shape[2]
-        b, h = cuda.blockIdx.y // H, cuda.blockIdx.y % H
-        j0 = cuda.blockIdx.x * Bc
+        b, h = cuda.blockIdx.x // H, cuda.blockIdx.x % H
+        j0 = cuda.blockIdx.y * Bc
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         j = j0 + tx
         K_tile = cuda.shared.array((Bc, d_pad), float_t)
@@ -307,11 +308,11 @@ def _kernels(dtype, d, Br, Bc):
 
     @cuda.jit
     def backward_dq_v2(q, k, v, lse, D, do, scale, is_causal, mask, dq):
-        # grid (query tiles, B * H); block (Bc, Br): the thread owns dQ_i columns tx, tx + Bc, ...
+        # grid (B * H, query tiles); block (Bc, Br): the thread owns dQ_i columns tx, tx + Bc, ...
         B, H, Tq, _ = q.shape
         Tk = k.shape[2]
-        b, h = cuda.blockIdx.y // H, cuda.blockIdx.y % H
-        i0 = cuda.blockIdx.x * Br
+        b, h = cuda.blockIdx.x // H, cuda.blockIdx.x % H
+        i0 = cuda.blockIdx.y * Br
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         i = i0 + ty
         Q_tile = cuda.shared.array((Br, d_pad), float_t)
@@ -371,6 +372,12 @@ def _blocks(n):
     return (n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
 
 
+def tile_grid(B, H, T, rows_per_tile):
+    """v2's grid: (B * H, tiles of T rows). B * H goes on x, which takes up to 2^31 - 1 blocks:
+    gridDim.y stops at 65,535, which B * H passes at ViT-B/32's 12 heads from batch 5,462."""
+    return B * H, (T + rows_per_tile - 1) // rows_per_tile
+
+
 def attention_forward_v1(q, k, v, scale, is_causal=False, mask=None, out=None):
     """v1: one thread per query row. Returns (o, lse), o copied into `out` when it is given."""
     q, k, v, mask = _prepare(q, k, v, is_causal, mask)
@@ -380,7 +387,7 @@ def attention_forward_v1(q, k, v, scale, is_causal=False, mask=None, out=None):
     o = xp.empty_like(q)
     lse = xp.empty((B, H, Tq), q.dtype)
     K = _kernels(q.dtype, d, 1, 1)
-    K.forward_v1[_blocks(B * H * Tq), THREADS_PER_BLOCK](q, k, v, q.dtype.type(scale), bool(is_causal), mask, o, lse)
+    launch(K.forward_v1, _blocks(B * H * Tq), THREADS_PER_BLOCK, q, k, v, q.dtype.type(scale), bool(is_causal), mask, o, lse)
     return checks.write_into(out, o), lse
 
 
@@ -395,8 +402,7 @@ def attention_forward_v2(q, k, v, scale, is_causal=False, mask=None, out=None, B
     o = xp.empty_like(q)
     lse = xp.empty((B, H, Tq), q.dtype)
     K = _kernels(q.dtype, d, Br, Bc)
-    grid = ((Tq + Br - 1) // Br, B * H)
-    K.forward_v2[grid, (Bc, Br)](q, k, v, q.dtype.type(scale), bool(is_causal), mask, o, lse)
+    launch(K.forward_v2, tile_grid(B, H, Tq, Br), (Bc, Br), q, k, v, q.dtype.type(scale), bool(is_causal), mask, o, lse)
     return checks.write_into(out, o), lse
 
 
@@ -407,7 +413,7 @@ def _backward_prepare(q, k, v, o, lse, do, is_causal, mask, dq, dk, dv):
     xp = get_array_module(q)
     B, H, Tq, d = q.shape
     D = xp.empty((B, H, Tq), q.dtype)
-    _kernels(q.dtype, d, 1, 1).rowsum_do_o[_blocks(B * H * Tq), THREADS_PER_BLOCK](do, o, D)
+    launch(_kernels(q.dtype, d, 1, 1).rowsum_do_o, _blocks(B * H * Tq), THREADS_PER_BLOCK, do, o, D)
     return q, k, v, lse, D, do, mask
 
 
@@ -421,8 +427,8 @@ def attention_backward_v1(q, k, v, o, lse, do, scale, is_causal=False, mask=None
     dQ, dK, dV = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
     K = _kernels(q.dtype, d, 1, 1)
     args = (q, k, v, lse, D, do, q.dtype.type(scale), bool(is_causal), mask)
-    K.backward_dkdv_v1[_blocks(B * H * Tk), THREADS_PER_BLOCK](*args, dK, dV)
-    K.backward_dq_v1[_blocks(B * H * Tq), THREADS_PER_BLOCK](*args, dQ)
+    launch(K.backward_dkdv_v1, _blocks(B * H * Tk), THREADS_PER_BLOCK, *args, dK, dV)
+    launch(K.backward_dq_v1, _blocks(B * H * Tq), THREADS_PER_BLOCK, *args, dQ)
     return checks.write_into(dq, dQ), checks.write_into(dk, dK), checks.write_into(dv, dV)
 
 
@@ -438,8 +444,8 @@ def attention_backward_v2(q, k, v, o, lse, do, scale, is_causal=False, mask=None
     dQ, dK, dV = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
     K = _kernels(q.dtype, d, Br, Bc)
     args = (q, k, v, lse, D, do, q.dtype.type(scale), bool(is_causal), mask)
-    K.backward_dkdv_v2[((Tk + Bc - 1) // Bc, B * H), (Bc, Br)](*args, dK, dV)
-    K.backward_dq_v2[((Tq + Br - 1) // Br, B * H), (Bc, Br)](*args, dQ)
+    launch(K.backward_dkdv_v2, tile_grid(B, H, Tk, Bc), (Bc, Br), *args, dK, dV)
+    launch(K.backward_dq_v2, tile_grid(B, H, Tq, Br), (Bc, Br), *args, dQ)
     return checks.write_into(dq, dQ), checks.write_into(dk, dK), checks.write_into(dv, dV)
 
 

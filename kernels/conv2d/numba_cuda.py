@@ -24,6 +24,7 @@ from numba import cuda
 
 from miniclip.backend import get_array_module
 
+from ..cuda_launch import launch
 from . import checks
 
 THREADS_PER_BLOCK = 128
@@ -150,7 +151,7 @@ def conv2d_forward_v1(x, w, b, stride, padding):
     OH, OW = checks.output_size(x.shape[2], x.shape[3], KH, KW, stride, padding)
     b = xp.zeros(OC, x.dtype) if b is None else b
     y = xp.empty((N, OC, OH, OW), x.dtype)
-    _kernels(x.dtype).forward_v1[_blocks(y.size), THREADS_PER_BLOCK](x, w, b, *stride, *padding, y)
+    launch(_kernels(x.dtype).forward_v1, _blocks(y.size), THREADS_PER_BLOCK, x, w, b, *stride, *padding, y)
     return y
 
 
@@ -161,8 +162,8 @@ def conv2d_backward_v1(dy, x, w, stride, padding, need_dx=True):
     dx, dw = xp.empty_like(x) if need_dx else None, xp.empty_like(w)
     K = _kernels(x.dtype)
     if need_dx:
-        K.backward_dx_v1[_blocks(dx.size), THREADS_PER_BLOCK](dy, w, *stride, *padding, dx)
-    K.backward_dw_v1[_blocks(dw.size), THREADS_PER_BLOCK](dy, x, *stride, *padding, dw)
+        launch(K.backward_dx_v1, _blocks(dx.size), THREADS_PER_BLOCK, dy, w, *stride, *padding, dx)
+    launch(K.backward_dw_v1, _blocks(dw.size), THREADS_PER_BLOCK, dy, x, *stride, *padding, dw)
     return dx, dw, dy.sum(axis=(0, 2, 3))
 
 
@@ -171,7 +172,7 @@ def _im2col(x, KH, KW, stride, padding):
     N, C, H, W = x.shape
     OH, OW = checks.output_size(H, W, KH, KW, stride, padding)
     cols = xp.empty((C * KH * KW, N * OH * OW), x.dtype)
-    _kernels(x.dtype).im2col_v2[_blocks(cols.size), THREADS_PER_BLOCK](x, KH, KW, *stride, *padding, OH, OW, cols)
+    launch(_kernels(x.dtype).im2col_v2, _blocks(cols.size), THREADS_PER_BLOCK, x, KH, KW, *stride, *padding, OH, OW, cols)
     return cols
 
 
@@ -200,7 +201,7 @@ def conv2d_backward_v2(dy, x, w, stride, padding, need_dx=True):
         return None, dw, dy.sum(axis=(0, 2, 3))
     dcols = w.reshape(OC, -1).T @ dy_rows                                     # (C*KH*KW, N*OH*OW)
     dx = xp.empty_like(x)
-    _kernels(x.dtype).col2im_v2[_blocks(dx.size), THREADS_PER_BLOCK](dcols, KH, KW, *stride, *padding, OH, OW, dx)
+    launch(_kernels(x.dtype).col2im_v2, _blocks(dx.size), THREADS_PER_BLOCK, dcols, KH, KW, *stride, *padding, OH, OW, dx)
     return dx, dw, dy.sum(axis=(0, 2, 3))
 
 

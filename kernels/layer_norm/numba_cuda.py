@@ -36,6 +36,8 @@ from numba import cuda, float64
 
 from miniclip.backend import get_array_module
 
+from ..cuda_launch import launch
+
 MAX_THREADS = 256      # the shared arrays' size: a block has at most this many threads
 
 
@@ -109,9 +111,9 @@ def layer_norm_forward(x, weight, bias, eps, version=2, threads=128):
     mean = xp.empty(N, xp.float64)
     rstd = xp.empty(N, xp.float64)
     if version == 1:
-        layer_norm_forward_v1[(N + threads - 1) // threads, threads](x, weight, bias, float(eps), y, mean, rstd)
+        launch(layer_norm_forward_v1, (N + threads - 1) // threads, threads, x, weight, bias, float(eps), y, mean, rstd)
     elif version == 2:
-        layer_norm_forward_v2[N, threads](x, weight, bias, float(eps), y, mean, rstd)
+        launch(layer_norm_forward_v2, N, threads, x, weight, bias, float(eps), y, mean, rstd)
     else:
         raise ValueError(f"layer_norm_forward: no version {version} (have 1, 2)")
     return y, mean, rstd
@@ -197,14 +199,14 @@ def layer_norm_backward(dy, x, weight, mean, rstd, version=2, threads=128, rows_
     dbias = xp.empty_like(weight)
     columns = (C + threads - 1) // threads
     if version == 1:
-        layer_norm_backward_v1[(N + threads - 1) // threads, threads](dy, x, weight, mean, rstd, dx)
-        layer_norm_param_grads_v1[columns, threads](dy, x, mean, rstd, dweight, dbias)
+        launch(layer_norm_backward_v1, (N + threads - 1) // threads, threads, dy, x, weight, mean, rstd, dx)
+        launch(layer_norm_param_grads_v1, columns, threads, dy, x, mean, rstd, dweight, dbias)
     elif version == 2:
         tiles = (N + rows_per_block - 1) // rows_per_block
         part_dw = xp.empty((tiles, C), xp.float64)
         part_db = xp.empty((tiles, C), xp.float64)
-        layer_norm_backward_v2[tiles, threads](dy, x, weight, mean, rstd, rows_per_block, dx, part_dw, part_db)
-        sum_tiles_v2[columns, threads](part_dw, part_db, dweight, dbias)
+        launch(layer_norm_backward_v2, tiles, threads, dy, x, weight, mean, rstd, rows_per_block, dx, part_dw, part_db)
+        launch(sum_tiles_v2, columns, threads, part_dw, part_db, dweight, dbias)
     else:
         raise ValueError(f"layer_norm_backward: no version {version} (have 1, 2)")
     return dx, dweight, dbias
@@ -258,7 +260,7 @@ def _elementwise(kernel, out_like, arrays, bias, threads=256, blocks=4096):
     out = xp.empty_like(out_like)
     bias = xp.zeros(1, out.dtype) if bias is None else bias
     grid = max(1, min(blocks, (out.size + threads - 1) // threads))
-    kernel[grid, threads](*(a.reshape(-1) for a in arrays), bias, out.reshape(-1))
+    launch(kernel, grid, threads, *(a.reshape(-1) for a in arrays), bias, out.reshape(-1))
     return out
 
 

@@ -5,15 +5,20 @@ warp with __shfl_down_sync, register to register, with no shared memory and no b
 one pair per warp then goes through shared memory, and warp 0 merges those. The math is
 numba_cpu.py's: lse = m + log(l) in one pass, then dlogits = (exp(x - lse) - onehot) * dy.
 
-SOURCE is compiled by CuPy on first use, once per dtype: `typedef float scalar_t;` (or double)
-is put in front of it. tests/kernels/test_softmax_xent.py compiles both with `nvcc -c` where nvcc
-is installed and runs them against reference.py on a real GPU (tests marked `gpu`).
+SOURCE is compiled by CuPy (with NVRTC) on first use, once per dtype: `typedef float scalar_t;`
+(or double) is put in front of it. tests/kernels/test_cuda_compile.py compiles both with NVRTC,
+as CuPy does, and checks their registers and shared memory with ptxas, without a GPU;
+tests/kernels/test_softmax_xent.py runs them against reference.py on a real GPU (marked `gpu`).
 """
 from miniclip.backend import get_array_module
 
 SOURCE = r"""
 // scalar_t (float or double) is set by a typedef put in front of this source.
 // Accumulators are double: at |x| ~ 1e4 a float lse would be off by ~5e-4.
+
+// -infinity as a double, from its bit pattern: NVRTC, the compiler cupy.RawModule uses, has no
+// <math.h> and so no INFINITY macro (nvcc has both, which is how the missing macro went unseen).
+#define NEG_INF __longlong_as_double(0xfff0000000000000ULL)
 
 __device__ void online_update(double& m, double& l, double x)
 {
@@ -24,7 +29,7 @@ __device__ void online_update(double& m, double& l, double x)
 __device__ void merge(double& m, double& l, double m2, double l2)
 {
     double m_new = fmax(m, m2);
-    if (m_new == -INFINITY) return;                      // both parts empty
+    if (m_new == NEG_INF) return;                      // both parts empty
     l = l * exp(m - m_new) + l2 * exp(m2 - m_new);
     m = m_new;
 }
@@ -48,7 +53,7 @@ extern "C" __global__ void softmax_xent_forward(
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const scalar_t* x = logits + (long long)i * C;      // this block's row
 
-    double m = -INFINITY, l = 0.0;
+    double m = NEG_INF, l = 0.0;
     for (int j = threadIdx.x; j < C; j += blockDim.x)   // coalesced: lane k reads column k, k + T, ...
         online_update(m, l, (double)x[j]);
     warp_merge(m, l);
@@ -56,7 +61,7 @@ extern "C" __global__ void softmax_xent_forward(
     __syncthreads();
     if (warp == 0) {
         const int n_warps = blockDim.x / 32;
-        m = lane < n_warps ? sm_m[lane] : -INFINITY;
+        m = lane < n_warps ? sm_m[lane] : NEG_INF;
         l = lane < n_warps ? sm_l[lane] : 0.0;
         warp_merge(m, l);
         if (lane == 0) {

@@ -40,6 +40,8 @@ from numba import cuda, float64
 
 from miniclip.backend import get_array_module
 
+from ..cuda_launch import launch
+
 MAX_THREADS = 256      # the shared arrays' size: a block has at most this many threads
 ROWS = 8               # clip_loss v2: rows per tile
 
@@ -160,13 +162,13 @@ def softmax_xent_forward(logits, targets, version=3, threads=128):
     loss = xp.empty(N, logits.dtype)
     lse = xp.empty(N, xp.float64)
     if version == 1:
-        softmax_xent_forward_v1[(N + threads - 1) // threads, threads](logits, targets, loss, lse)
+        launch(softmax_xent_forward_v1, (N + threads - 1) // threads, threads, logits, targets, loss, lse)
     elif version == 2:
-        softmax_xent_forward_v2[N, threads](logits, targets, loss, lse)
+        launch(softmax_xent_forward_v2, N, threads, logits, targets, loss, lse)
     elif version == 3:
         lanes = min(32, threads, 1 << (C - 1).bit_length())     # a power of two >= C, at most a warp
         rows = threads // lanes
-        softmax_xent_forward_v3[(N + rows - 1) // rows, (lanes, rows)](logits, targets, loss, lse)
+        launch(softmax_xent_forward_v3, (N + rows - 1) // rows, (lanes, rows), logits, targets, loss, lse)
     else:
         raise ValueError(f"softmax_xent_forward: no version {version} (have 1, 2, 3)")
     return loss, lse
@@ -178,9 +180,9 @@ def softmax_xent_backward(logits, targets, lse, dy, version=3, threads=128):
     N, C = logits.shape
     dlogits = xp.empty_like(logits)
     if version == 1:
-        softmax_xent_backward_v1[(N + threads - 1) // threads, threads](logits, targets, lse, dy, dlogits)
+        launch(softmax_xent_backward_v1, (N + threads - 1) // threads, threads, logits, targets, lse, dy, dlogits)
     elif version in (2, 3):
-        softmax_xent_backward_v2[(N * C + threads - 1) // threads, threads](logits, targets, lse, dy, dlogits)
+        launch(softmax_xent_backward_v2, (N * C + threads - 1) // threads, threads, logits, targets, lse, dy, dlogits)
     else:
         raise ValueError(f"softmax_xent_backward: no version {version} (have 1, 2, 3)")
     return dlogits
@@ -261,13 +263,13 @@ def clip_loss_forward(logits, version=2, threads=128):
     lse_col = xp.empty(B, xp.float64)
     loss = xp.zeros(1, xp.float64)                  # zeroed: the kernels add into it
     if version == 1:
-        clip_loss_forward_v1[(2 * B + threads - 1) // threads, threads](logits, lse_row, lse_col, loss)
+        launch(clip_loss_forward_v1, (2 * B + threads - 1) // threads, threads, logits, lse_row, lse_col, loss)
     elif version == 2:
         tiles = (B + ROWS - 1) // ROWS
         part_m = xp.empty((tiles, B), xp.float64)   # each tile's column statistics
         part_l = xp.empty((tiles, B), xp.float64)
-        clip_loss_forward_v2[tiles, threads](logits, lse_row, part_m, part_l, loss)
-        clip_loss_columns_v2[(B + threads - 1) // threads, threads](logits, part_m, part_l, lse_col, loss)
+        launch(clip_loss_forward_v2, tiles, threads, logits, lse_row, part_m, part_l, loss)
+        launch(clip_loss_columns_v2, (B + threads - 1) // threads, threads, logits, part_m, part_l, lse_col, loss)
     else:
         raise ValueError(f"clip_loss_forward: no version {version} (have 1, 2)")
     return loss.astype(logits.dtype).reshape(()), lse_row, lse_col
@@ -330,9 +332,9 @@ def clip_loss_backward(logits, lse_row, lse_col, dy, sims=None, version=2, threa
     with_dscale = sims is not None
     args = (logits, lse_row, lse_col, float(dy), sims if with_dscale else logits, with_dscale, dlogits, dscale)
     if version == 1:
-        clip_loss_backward_v1[(B * B + threads - 1) // threads, threads](*args)
+        launch(clip_loss_backward_v1, (B * B + threads - 1) // threads, threads, *args)
     elif version == 2:
-        clip_loss_backward_v2[min(blocks, (B * B + threads - 1) // threads), threads](*args)
+        launch(clip_loss_backward_v2, min(blocks, (B * B + threads - 1) // threads), threads, *args)
     else:
         raise ValueError(f"clip_loss_backward: no version {version} (have 1, 2)")
     return dlogits, (dscale.astype(logits.dtype).reshape(()) if with_dscale else None)
