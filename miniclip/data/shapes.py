@@ -1,10 +1,18 @@
 """The built-in dataset: coloured shapes with captions, generated on the fly (nothing to download).
 
 What: each sample is one or two shapes (circle, square, triangle, diamond, cross, star) in one of
-six colours and two sizes on a dark background, with a caption that says what is where:
+six colours and two sizes, with a caption that says what is where:
 "a photo of a small red circle to the left of a big blue box." A sample is a pure function of
 (seed, split, index): its random numbers come from `np.random.default_rng((seed, split, index))`,
 so every machine, process and loader worker makes the same pixels and caption for it.
+
+The style varies as real pictures do, and the caption never mentions it: the background (dark,
+light, a faint colour, a gradient, a smooth procedural texture, or noise), filled or outlined
+shapes (stroke width), hard or anti-aliased edges, position and size within the size word's range,
+rotation and aspect, and after drawing a blur, sensor noise and blocky compression-like offsets.
+A model that learns "red star" has to ignore all of that. The "style" split holds one combination
+out of every other split: outlined shapes on a light background (each seen in training, never
+together), so its accuracy measures robustness to a style shift on its own.
 
 Why: CLIP needs image-text pairs; these come in any number, at any size, far faster than a
 training step uses them, and they probe what contrastive models are known to get wrong —
@@ -12,6 +20,7 @@ composition (which colour belongs to which shape) and spatial relations:
 - the six colour-shape pairs in HELD_OUT never appear in the "train" and "val" splits, and every
   "heldout" image contains one, so zero-shot accuracy on "val" vs "heldout" tells whether the model
   composes "red" and "star" or only memorised the pairs it saw;
+- the "style" split shows seen pairs in the held-out style (see above);
 - `hard_negatives(scene)` gives the caption with the two colours swapped, the two shapes swapped or
   the relation reversed: a model that treats a caption as a bag of words cannot tell those from
   the true caption.
@@ -19,12 +28,15 @@ composition (which colour belongs to which shape) and spatial relations:
 How: each shape is a signed distance function (SDF) d(x, y) in pixels, negative inside. A convex
 polygon's SDF is the max over its edges of the distance to the edge's line; a union of parts (the
 cross, the six-pointed star) is the min of their SDFs. The coverage clip(0.5 - d, 0, 1) is about the
-fraction of a pixel inside the edge, which anti-aliases the edges for free.
+fraction of a pixel inside the edge, which anti-aliases the edges for free (hard edges: d < 0); an
+outline of width w is the band -w < d < 0. Rotation and aspect act on the query points: the SDF is
+evaluated at the points turned by -angle and stretched by the aspect's inverse.
 
 Checked by tests/data/test_shapes.py: determinism across processes; the colours, sizes and
-relation named in a caption are found in the pixels; each shape matches an independent
-point-in-polygon rasterisation; held-out pairs never appear in "train"; hard negatives differ from
-the positive caption only in the intended words.
+relation named in a caption are found in the pixels, under every style; each shape matches an
+independent point-in-polygon rasterisation (turned and stretched as the scene says); held-out pairs
+never appear in "train", nor the held-out style; hard negatives differ from the positive caption
+only in the intended words.
 """
 from dataclasses import dataclass, replace
 
@@ -68,7 +80,13 @@ HELD_OUT = (("red", "star"), ("green", "circle"), ("blue", "triangle"),
             ("yellow", "square"), ("purple", "cross"), ("pink", "diamond"))
 ALL_PAIRS = tuple((color, shape) for color in COLORS for shape in SHAPES)
 SEEN_PAIRS = tuple(pair for pair in ALL_PAIRS if pair not in HELD_OUT)
-SPLITS = ("train", "val", "heldout")  # "val": new images of seen pairs; "heldout": unseen pairs
+# "val": new images of seen pairs; "heldout": unseen pairs; "style": seen pairs in the held-out style
+SPLITS = ("train", "val", "heldout", "style")
+BACKGROUNDS = ("dark", "light", "tinted", "gradient", "texture", "noise")
+HELD_OUT_STYLE = ("light", "outline")   # outlined shapes on a light background: the "style" split only
+ONE_OBJECT_SHARE = 0.5   # of the two-object datasets' images, the share with one object
+MAX_ANGLE = np.radians(25)   # turns beyond +-30 degrees would make a turned square a diamond
+ASPECTS = (0.85, 1.18)       # width / height stretch of a shape
 TASKS = ("caption", "shape", "color", "color_shape")
 
 
@@ -83,6 +101,24 @@ class ShapeObject:
     rgb: tuple                   # the colour actually drawn: COLORS[color] plus a little jitter
     shape_word: str              # the caption's word for the shape ("box" for a square, ...)
     size_word: str               # the caption's word for the size, "" when it leaves it out
+    angle: float = 0.0           # turned by this many radians (clockwise on screen)
+    aspect: float = 1.0          # stretched to aspect x its width and 1/aspect x its height (area kept)
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a scene is drawn; nothing of it is in the caption."""
+    background: str = "dark"     # one of BACKGROUNDS
+    colors: tuple = ((30, 30, 30), (30, 30, 30))   # the background's two RGB ends (equal when plain)
+    direction: float = 0.0       # the gradient's direction, radians
+    detail: int = 4              # the texture's grid cells per side
+    outline: bool = False        # outlined (True) or filled shapes
+    stroke: float = 1.5          # outline width, pixels
+    antialias: bool = True       # soft (coverage) or hard edges
+    blur: float = 0.0            # Gaussian blur sigma, pixels (0: none)
+    noise: float = 0.0           # std of the per-pixel noise added after drawing (0..255 scale)
+    blocks: float = 0.0          # std of a per-4x4-block offset, compression-like (0: none)
+    pixels_seed: int = 0         # seeds the texture's and the noise's draws
 
 
 @dataclass(frozen=True)
@@ -91,7 +127,7 @@ class Scene:
     relation: str | None         # where objects[0] is relative to objects[1]; None for one object
     relation_word: int           # which phrasing of the relation the caption uses
     template: str
-    background: tuple
+    style: Style = Style()
 
 
 def _triangle(x, y, r, pointing_up=True):
@@ -128,21 +164,112 @@ def shape_sdf(shape, x, y, r):
     raise ValueError(f"unknown shape {shape!r}; the shapes are {SHAPES}")
 
 
+def object_coverage(obj, style, xs, ys):
+    """How much of each pixel (centres xs (1, w), ys (h, 1), relative to the object's centre) the
+    object covers, 0..1: (h, w)."""
+    cos, sin = np.cos(obj.angle), np.sin(obj.angle)
+    stretch = np.sqrt(obj.aspect)
+    u = (cos * xs + sin * ys) / stretch          # (h, w) the point in the shape's own frame
+    v = (cos * ys - sin * xs) * stretch
+    d = shape_sdf(obj.shape, u, v, obj.radius)   # (h, w)
+    if style.antialias:
+        cover = np.clip(0.5 - d, 0.0, 1.0)
+        return cover * np.clip(d + style.stroke + 0.5, 0.0, 1.0) if style.outline else cover
+    inside = d < 0
+    return (inside & (d > -style.stroke) if style.outline else inside).astype(np.float32)
+
+
+def _gaussian_blur(image, sigma):
+    """Separable Gaussian blur of an (S, S, 3) float image, edges extended."""
+    radius = max(1, int(np.ceil(2 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    for axis in (0, 1):
+        padded = np.pad(image, [(radius, radius) if a == axis else (0, 0) for a in range(3)], mode="edge")
+        n = image.shape[axis]
+        image = sum(t * np.take(padded, np.arange(k, k + n), axis=axis) for k, t in enumerate(taps))
+    return image
+
+
+def draw_background(style, image_size, rng):
+    """The background of a style: float32 (S, S, 3)."""
+    low, high = (np.asarray(c, np.float32) for c in style.colors)
+    size = image_size
+    if style.background == "gradient":
+        grid = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+        along = np.cos(style.direction) * grid[None, :] + np.sin(style.direction) * grid[:, None]   # (S, S)
+        t = np.clip(along / 1.42 + 0.5, 0.0, 1.0)[..., None]
+    elif style.background == "texture":
+        # Value noise: random levels on a coarse grid, smoothly (bilinearly) interpolated.
+        cells = rng.random((style.detail + 1, style.detail + 1)).astype(np.float32)
+        at = np.linspace(0, style.detail, size, dtype=np.float32)
+        i = np.minimum(at.astype(int), style.detail - 1)
+        f = at - i
+        rows = cells[i] * (1 - f)[:, None] + cells[i + 1] * f[:, None]          # (S, detail + 1)
+        t = (rows[:, i] * (1 - f) + rows[:, i + 1] * f)[..., None]             # (S, S, 1)
+    elif style.background == "noise":
+        t = rng.random((size, size, 1), dtype=np.float32)
+    else:   # plain
+        t = np.zeros((size, size, 1), np.float32)
+    return low + t * (high - low)
+
+
 def render(scene, image_size):
     """Draw a scene: uint8 (image_size, image_size, 3)."""
-    image = np.empty((image_size, image_size, 3), np.float32)
-    image[:] = scene.background
+    style = scene.style
+    rng = np.random.default_rng(style.pixels_seed)
+    image = draw_background(style, image_size, rng)
     for obj in scene.objects:
-        # Only the pixels of the square around the object's disc can be covered.
-        top, left = max(int(obj.y - obj.radius) - 1, 0), max(int(obj.x - obj.radius) - 1, 0)
-        bottom = min(int(obj.y + obj.radius) + 2, image_size)
-        right = min(int(obj.x + obj.radius) + 2, image_size)
+        # Only the pixels of the square around the object's (stretched) disc can be covered.
+        reach = obj.radius * max(obj.aspect, 1 / obj.aspect) ** 0.5
+        top, left = max(int(obj.y - reach) - 1, 0), max(int(obj.x - reach) - 1, 0)
+        bottom = min(int(obj.y + reach) + 2, image_size)
+        right = min(int(obj.x + reach) + 2, image_size)
         ys = np.arange(top, bottom, dtype=np.float32)[:, None] + 0.5 - obj.y   # (h, 1) pixel centres
         xs = np.arange(left, right, dtype=np.float32)[None, :] + 0.5 - obj.x   # (1, w)
-        cover = np.clip(0.5 - shape_sdf(obj.shape, xs, ys, obj.radius), 0.0, 1.0)[..., None]  # (h, w, 1)
+        cover = object_coverage(obj, style, xs, ys)[..., None]                  # (h, w, 1)
         patch = image[top:bottom, left:right]
         patch += cover * (np.asarray(obj.rgb, np.float32) - patch)
-    return (image + 0.5).astype(np.uint8)
+    if style.blur > 0:
+        image = _gaussian_blur(image, style.blur)
+    if style.noise > 0:
+        image += rng.normal(0, style.noise, image.shape).astype(np.float32)
+    if style.blocks > 0:
+        cells = -(-image_size // 4)
+        offsets = rng.normal(0, style.blocks, (cells, cells, 1)).astype(np.float32)
+        image += np.repeat(np.repeat(offsets, 4, 0), 4, 1)[:image_size, :image_size]
+    return (np.clip(image, 0, 255) + 0.5).astype(np.uint8)
+
+
+def draw_style(rng, split, image_size):
+    """A random Style; never the held-out combination except in the "style" split, always it there."""
+    background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    outline = bool(rng.random() < 0.35)
+    if split == "style":
+        background, outline = HELD_OUT_STYLE[0], True
+    elif background == HELD_OUT_STYLE[0]:
+        outline = False
+
+    def gray(low, high, tint=8):
+        """A grey level in [low, high) with a faint colour cast of at most `tint` per channel."""
+        level = int(rng.integers(low, high))
+        return tuple(min(max(level + int(c), 0), 255) for c in rng.integers(-tint, tint + 1, 3))
+
+    # (low, high, tint) of the background's two ends; None: the same colour as the first end.
+    ends = {"dark": ((10, 60, 8), None), "light": ((185, 245, 8), None), "tinted": ((40, 150, 30), None),
+            "gradient": ((10, 90, 20), (120, 230, 20)), "texture": ((10, 80, 15), (70, 170, 15)),
+            "noise": ((10, 60, 8), (60, 120, 8))}[background]
+    first = gray(*ends[0])
+    levels = (first, first if ends[1] is None else gray(*ends[1]))
+    if rng.random() < 0.5:
+        levels = levels[::-1]
+    return Style(background=background, colors=levels, direction=float(rng.uniform(0, 2 * np.pi)),
+                 detail=int(rng.integers(2, 7)), outline=outline,
+                 stroke=float(image_size * rng.uniform(0.03, 0.07)), antialias=bool(rng.random() < 0.75),
+                 blur=float(rng.uniform(0.3, 0.9)) if rng.random() < 0.25 else 0.0,
+                 noise=float(rng.uniform(2, 10)) if rng.random() < 0.4 else 0.0,
+                 blocks=float(rng.uniform(2, 8)) if rng.random() < 0.25 else 0.0,
+                 pixels_seed=int(rng.integers(2**31)))
 
 
 def _place_pair(rng, size, r_first, r_second):
@@ -165,7 +292,7 @@ def make_scene(seed, split, index, image_size, max_objects=2):
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; the splits are {SPLITS}")
     rng = np.random.default_rng((seed, SPLITS.index(split), index))
-    count = 1 if max_objects == 1 else int(rng.integers(1, 3))
+    count = 1 if max_objects == 1 or rng.random() < ONE_OBJECT_SHARE else 2
 
     first_choices = HELD_OUT if split == "heldout" else SEEN_PAIRS
     pairs = [first_choices[rng.integers(len(first_choices))]]
@@ -197,11 +324,12 @@ def make_scene(seed, split, index, image_size, max_objects=2):
         rgb = tuple(c + int(j) for c, j in zip(COLORS[color], rng.integers(-12, 13, 3)))
         shape_word = SHAPE_WORDS[shape][rng.integers(len(SHAPE_WORDS[shape]))]
         size_word = SIZE_WORDS[size][rng.integers(2)] if rng.random() < 0.5 else ""
+        angle = float(rng.uniform(-MAX_ANGLE, MAX_ANGLE))
+        aspect = float(np.exp(rng.uniform(*np.log(ASPECTS))))
         objects.append(ShapeObject(shape, color, size, float(x), float(y), float(radius), rgb,
-                                   shape_word, size_word))
+                                   shape_word, size_word, angle, aspect))
     return Scene(objects=tuple(objects), relation=relation, relation_word=int(rng.integers(2)),
-                 template=TEMPLATES[rng.integers(len(TEMPLATES))],
-                 background=(int(rng.integers(10, 60)),) * 3)
+                 template=TEMPLATES[rng.integers(len(TEMPLATES))], style=draw_style(rng, split, image_size))
 
 
 def caption(scene):

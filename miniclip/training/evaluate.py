@@ -5,7 +5,8 @@
   classifier is most similar. On the shapes data, "seen" images show colour-shape pairs that
   were in the training captions and "unseen" ones the held-out pairs, both classified among all
   36 pairs (chance: 1/36 = 2.8%). Seen >> unseen means the model memorised pairs instead of
-  composing colour and shape.
+  composing colour and shape; "style" images show seen pairs drawn in a style never trained on
+  (outlined shapes on a light background): seen >> style means it learned the style too.
 - Hard negatives (shapes): how often an image's own caption scores above the same caption with
   the colours swapped, the shapes swapped or the relation reversed (chance: 50% each).
 - Retrieval on the val pairs: image->text and text->image R@1/5/10, mean and median rank

@@ -1,9 +1,13 @@
 """The built-in shapes dataset: deterministic, captions true to the pixels, splits, hard negatives.
 
 The caption checks read the caption's words without looking at the scene, then find what they
-name in the pixels: the named colour at the object's centre, the object's outline against an
-independent point-in-polygon rasterisation (matplotlib.path), the named relation between the
-centroids of the two colours.
+name in the pixels, under every style the generator draws: the named colour is the nearest palette
+colour of the pixels the object covers, the covered pixels against an independent point-in-polygon
+rasterisation (matplotlib.path) of the polygon turned and stretched as the scene says (filled: the
+same pixels; outlined: its boundary, not its inside), the named relation between the centroids of
+the two colours. What an object covers is read from the difference with the same scene drawn
+without its objects; the geometry checks use the scene without blur, noise and blocks, which are
+checked on their own (small, and only changing pixels near where they would be).
 """
 import hashlib
 import pathlib
@@ -15,8 +19,11 @@ import pytest
 from matplotlib.path import Path
 
 from miniclip.data import shapes
-from miniclip.data.shapes import (COLORS, HELD_OUT, RELATIONS, SEEN_PAIRS, SHAPE_WORDS, SIZE_WORDS, SIZES,
-                                  ShapesDataset, caption, hard_negatives, make_scene, render)
+from dataclasses import replace
+
+from miniclip.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT, HELD_OUT_STYLE, RELATIONS, SEEN_PAIRS,
+                                  SHAPE_WORDS, SIZE_WORDS, SIZES, ShapesDataset, caption, hard_negatives,
+                                  make_scene, render)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PALETTE = np.array(list(COLORS.values()), np.float64)   # (6, 3)
@@ -51,8 +58,9 @@ def nearest_color(pixels):
     return np.array(COLOR_NAMES)[distance.argmin(-1)], distance.min(-1)
 
 
-def polygon_mask(shape, x, y, r, size):
-    """Pixels whose centre is inside the shape, by matplotlib's point-in-polygon test."""
+def polygon_mask(shape, x, y, r, size, angle=0.0, aspect=1.0):
+    """Pixels whose centre is inside the shape, by matplotlib's point-in-polygon test; the polygon
+    is stretched to aspect x its width and 1/aspect x its height, then turned by `angle`."""
     t = np.linspace(0, 2 * np.pi, 256, endpoint=False)
     R = 0.95 * r   # the triangles' circumradius
     up = [(0, -R), (0.866 * R, 0.5 * R), (-0.866 * R, 0.5 * R)]
@@ -65,11 +73,64 @@ def polygon_mask(shape, x, y, r, size):
         "cross": [[(-a, -b), (a, -b), (a, b), (-a, b)], [(-b, -a), (b, -a), (b, a), (-b, a)]],
         "star": [up, [(px, -py) for px, py in up]],
     }[shape]
+    stretch = np.diag([np.sqrt(aspect), 1 / np.sqrt(aspect)])
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     centres = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), -1).reshape(-1, 2)
     inside = np.zeros(len(centres), bool)
     for polygon in polygons:
-        inside |= Path(np.asarray(polygon) + (x, y)).contains_points(centres)
+        corners = np.asarray(polygon, np.float64) @ stretch.T @ turn.T + (x, y)
+        inside |= Path(corners).contains_points(centres)
     return inside.reshape(size, size)
+
+
+def blended_color(pixel, background):
+    """The palette name whose blend with the background, bg + a (colour - bg) for the best a in
+    [0, 1], comes nearest the pixel (a blur or a thin outline mixes the two)."""
+    directions = PALETTE - background                                                    # (6, 3)
+    a = np.clip(directions @ (pixel - background) / (directions ** 2).sum(-1), 0, 1)     # (6,)
+    residual = np.linalg.norm(background + a[:, None] * directions - pixel, axis=-1)
+    return COLOR_NAMES[residual.argmin()]
+
+
+def erode(mask, steps):
+    """Pixels of mask whose 4-neighbours, `steps` times over, are all in mask."""
+    for _ in range(steps):
+        kept = mask.copy()
+        kept[1:] &= mask[:-1]
+        kept[:-1] &= mask[1:]
+        kept[:, 1:] &= mask[:, :-1]
+        kept[:, :-1] &= mask[:, 1:]
+        mask = kept
+    return mask
+
+
+def without_effects(scene):
+    """The same scene without blur, noise and blocks (the geometry checks read its pixels)."""
+    return replace(scene, style=replace(scene.style, blur=0.0, noise=0.0, blocks=0.0))
+
+
+def check_geometry(scene, obj, size, text):
+    """The object covers the pixels its polygon says: all of them when filled, its edge when outlined."""
+    clean = without_effects(scene)
+    image = render(clean, size).astype(np.float64)
+    background = render(replace(clean, objects=()), size).astype(np.float64)
+    rgb = np.array(obj.rgb, np.float64)
+    coverage = ((image - background) * (rgb - background)).sum(-1) / ((rgb - background) ** 2).sum(-1)
+    disc = polygon_mask("circle", obj.x, obj.y, (obj.radius * 1.1 + 1.5) / 0.9, size)
+    drawn = (coverage > 0.5) & disc   # 0 background .. 1 object
+    expected = polygon_mask(obj.shape, obj.x, obj.y, obj.radius, size, obj.angle, obj.aspect)
+    if not scene.style.outline:
+        iou = (drawn & expected).sum() / (drawn | expected).sum()
+        assert iou > 0.85, f"{text!r}: the filled {obj.shape} differs from its polygon (IoU {iou:.2f})"
+        return
+    outside = (drawn & ~(~erode(~expected, 1))).sum() / drawn.sum()
+    edge = expected & ~erode(expected, 1)
+    edge_drawn = (drawn & edge).sum() / edge.sum()
+    inside = erode(expected, int(np.ceil(2 * scene.style.stroke)) + 1)   # 4-neighbour steps: L1 distance
+    assert outside < 0.05 and edge_drawn > 0.7, (f"{text!r}: the outlined {obj.shape} is not on its "
+                                                 f"polygon's edge ({outside:.2f} outside, {edge_drawn:.2f} "
+                                                 f"of the edge drawn)")
+    assert not inside.any() or (drawn & inside).sum() / inside.sum() < 0.2, f"{text!r}: the outline is filled"
 
 
 def sample_hash(seed, split, index, size):
@@ -100,36 +161,66 @@ def test_dataset_item_is_uint8_image_and_caption():
 
 
 @pytest.mark.parametrize("size", [64, 32])
-def test_captions_match_the_pixels(size):
-    for index in range(150):
-        scene = make_scene(0, "train", index, size)
+@pytest.mark.parametrize("split", ["train", "style"])
+def test_captions_match_the_pixels(size, split):
+    for index in range(100):
+        scene = make_scene(0, split, index, size)
         image = render(scene, size)
         text = caption(scene)
         named, relation = parse(text)
         assert len(named) == len(scene.objects), text
         assert relation == scene.relation, text
-        names, distance = nearest_color(image)
+        clean = render(without_effects(scene), size)
+        names, distance = nearest_color(clean)
         centroids = []
         for (size_word, color, shape), obj in zip(named, scene.objects):
             assert (color, shape) == (obj.color, obj.shape), text
             assert size_word in (None, obj.size), text
             low, high = SIZES[obj.size]
             assert low * size <= obj.radius <= high * size, (text, obj.radius)
-            # The named colour at the centre, and the outline where the caption says.
-            assert names[int(obj.y), int(obj.x)] == color, (text, image[int(obj.y), int(obj.x)])
-            disc = polygon_mask("circle", obj.x, obj.y, (obj.radius + 1.5) / 0.9, size)
-            bg, rgb = np.array(scene.background, float), np.array(obj.rgb, float)
-            coverage = (image - bg) @ (rgb - bg) / ((rgb - bg) @ (rgb - bg))   # 0 background .. 1 object
-            drawn = (coverage > 0.5) & disc
-            expected = polygon_mask(shape, obj.x, obj.y, obj.radius, size)
-            iou = (drawn & expected).sum() / (drawn | expected).sum()
-            assert iou > 0.9, f"{text!r}: the {color} {shape} differs from its polygon (IoU {iou:.2f})"
+            check_geometry(scene, obj, size, text)
+            # The named colour is the nearest palette colour of what the object covers, and with
+            # the blur, noise and blocks still the colour that, blended with the background, gives
+            # those pixels.
+            covered = polygon_mask(obj.shape, obj.x, obj.y, obj.radius, size, obj.angle, obj.aspect)
+            covered &= (names == color) & (distance < 40)
+            assert covered.sum() >= 3, f"{text!r}: the {color} {shape} is not {color} in the pixels"
+            background = render(replace(scene, objects=()), size)[covered].mean(0)
+            assert blended_color(image[covered].mean(0), background) == color, (text, image[covered].mean(0))
             ys, xs = np.nonzero((names == color) & (distance < 40))
             centroids.append((xs.mean() + 0.5, ys.mean() + 0.5))
         if relation is not None:
             (x0, y0), (x1, y1) = centroids
             where = {"left": x0 < x1, "right": x0 > x1, "above": y0 < y1, "below": y0 > y1}
             assert where[relation], f"{text!r} but the centroids are {centroids}"
+
+
+def test_blur_noise_and_blocks_change_pixels_a_little():
+    changed = 0
+    for index in range(100):
+        scene = make_scene(0, "train", index, 32)
+        style = scene.style
+        difference = np.abs(render(scene, 32).astype(int) - render(without_effects(scene), 32))
+        if style.blur or style.noise or style.blocks:
+            changed += 1
+            assert difference.any(), f"sample {index}: {style} left the pixels as they were"
+            assert difference.mean() < 3 * (style.noise + style.blocks) + 12, f"sample {index}: {style}"
+        else:
+            assert not difference.any()
+    assert 20 < changed < 90
+
+
+def test_styles_vary_and_the_held_out_style_is_only_in_its_split():
+    styles = [make_scene(0, split, i, 32).style for split in ("train", "val", "heldout") for i in range(400)]
+    assert {s.background for s in styles} == set(BACKGROUNDS)
+    assert {s.outline for s in styles} == {True, False} and {s.antialias for s in styles} == {True, False}
+    assert not [s for s in styles if (s.background, s.outline) == (HELD_OUT_STYLE[0], True)]
+    angles = [o.angle for i in range(100) for o in make_scene(0, "train", i, 32).objects]
+    assert np.ptp(angles) > 0.5
+    for i in range(50):
+        scene = make_scene(0, "style", i, 32)
+        assert (scene.style.background, scene.style.outline) == (HELD_OUT_STYLE[0], True)
+        assert all((o.color, o.shape) in SEEN_PAIRS for o in scene.objects)
 
 
 def test_both_sizes_relations_and_counts_occur():
