@@ -8,8 +8,10 @@
 One step (Radford et al. 2021, Figure 3): encode a batch of B images and their B captions,
 normalise, score all B x B pairs with s = exp(t) (t = logit_scale, learned), and take the
 symmetric cross-entropy with the pairs on the diagonal (or SigLIP's pairwise sigmoid loss with
---siglip); backward; AdamW (no weight decay on gains, biases and t); then clamp t to ln 100, as
-CLIP does, so the temperature cannot run away.
+--siglip); when captions repeat in a batch (class-name captions), every pair with the same caption
+or class is a positive too (the multi-positive loss of miniclip/losses.py; --no-multi-positive
+turns it off; data-parallel runs use the one-hot loss); backward; AdamW (no weight decay on gains,
+biases and t); then clamp t to ln 100, as CLIP does, so the temperature cannot run away.
 
 --accum-freq K keeps every negative of a K*B batch with the memory of B (OpenCLIP's method):
 first encode all K micro-batches without a graph and keep their features; then, micro-batch by
@@ -104,20 +106,22 @@ def lock_towers(model, args):
                 p.requires_grad = False
 
 
-def contrastive_loss(model, image_features, text_features, logit_scale):
-    """The CLIP loss, or the SigLIP loss when the model has a logit bias."""
+def contrastive_loss(model, image_features, text_features, logit_scale, keys=None):
+    """The CLIP loss, or the SigLIP loss when the model has a logit bias; keys (B,): the
+    multi-positive form, every pair with the same key a positive (miniclip/losses.py)."""
     if model.logit_bias is None:
-        return clip_loss(image_features, text_features, logit_scale)
-    return siglip_loss(image_features, text_features, logit_scale, model.logit_bias)
+        return clip_loss(image_features, text_features, logit_scale, keys)
+    return siglip_loss(image_features, text_features, logit_scale, model.logit_bias, keys)
 
 
-def forward_backward(model, images, tokens, accum_freq, loss_fn=None, loss_scale=1.0):
+def forward_backward(model, images, tokens, accum_freq, loss_fn=None, loss_scale=1.0, keys=None):
     """Backward the loss of the whole batch (see the module docstring); return its value.
-    loss_fn(image_features, text_features, logit_scale): by default contrastive_loss(model, ...).
+    loss_fn(image_features, text_features, logit_scale): by default contrastive_loss(model, ...),
+    multi-positive with `keys` (B,) of the whole batch, every micro-batch's loss included.
     loss_scale: backward loss * loss_scale (float16 loss scaling, miniclip/amp.py)."""
     if loss_fn is None:
         def loss_fn(image_features, text_features, logit_scale):
-            return contrastive_loss(model, image_features, text_features, logit_scale)
+            return contrastive_loss(model, image_features, text_features, logit_scale, keys)
     if accum_freq == 1:
         image_features = model.encode_image(Tensor(images), normalize=True)
         text_features = model.encode_text(tokens, normalize=True)
@@ -298,6 +302,9 @@ def run(args, device, argv, dist=None):
         print(f"run folder {run_folder}: {sum(p.data.size for p in model.parameters()):,} parameters, "
               f"{len(data.train):,} training samples, {total_steps} steps of {global_batch}{ranks} on {device}"
               + ("" if low_precision is None else f", {low_precision} matmuls"))
+        if low_precision == "bfloat16" and device == "cuda":
+            print("bfloat16 is emulated: CuPy has no bfloat16 dtype, so the matmuls take float32 arrays "
+                  "with the low 16 bits zeroed (bfloat16's numerics, float32's speed)")
     if progress["step"] == 0:
         run_evaluation(0)   # before training: the chance level, for the plots
     bar = tqdm(total=total_steps, initial=progress["step"], disable=args.no_progress or not is_main,
@@ -311,10 +318,13 @@ def run(args, device, argv, dist=None):
             for images, tokens in loader.epoch(epoch, start=progress["batch"]):
                 lr = schedule(progress["step"])
                 optimizer.zero_grad()
-                images, tokens = backend.to_device(images, device), backend.to_device(tokens, device)
+                keys = None if args.no_multi_positive or dist else data.pair_keys(tokens)   # on the host
+                # The token ids stay on the host: the model checks them there and its embedding
+                # copies them to the device (models/clip.py), so they cost no device-to-host transfer.
+                images = backend.batch_to_device(images, device)
                 with amp.autocast(low_precision):
                     loss = forward_backward(model, images, tokens, args.accum_freq, loss_fn,
-                                            loss_scale=1.0 if scaler is None else scaler.scale)
+                                            loss_scale=1.0 if scaler is None else scaler.scale, keys=keys)
                 if dist is not None:
                     dist.simulate_failure(progress["step"] + 1)
                     dist.all_reduce_gradients(model.parameters())

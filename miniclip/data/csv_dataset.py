@@ -4,7 +4,10 @@ What: a file with a header line and one row per pair, e.g. (tab-separated, OpenC
     filepath<TAB>title
     images/0001.jpg<TAB>a dog on a beach
 dataset[i] = (PIL image, caption). Defaults as OpenCLIP's --csv-separator, --csv-img-key and
---csv-caption-key: separator tab, columns "filepath" and "title". Relative image paths are taken
+--csv-caption-key: separator tab, columns "filepath" and "title". An optional class column
+(class_key, --csv-class-key) says which class each pair shows: caption_classes() maps each
+caption to its class, so that the multi-positive loss treats "a photo of the digit seven." and "a
+scan of the digit seven." as positives of each other (miniclip/losses.py). Relative image paths are taken
 relative to the CSV file's folder (OpenCLIP takes them relative to the working directory), so a
 dataset folder can be moved or used from anywhere.
 Why: it is the format OpenCLIP users already have, and the one its issues show people stumble
@@ -26,7 +29,7 @@ from miniclip.data.files import BadSampleError, open_image
 class CsvDataset:
     """dataset[i] = (PIL image, caption) of the file's i-th row; `path` a .csv or .tsv file."""
 
-    def __init__(self, path, img_key="filepath", caption_key="title", sep="\t"):
+    def __init__(self, path, img_key="filepath", caption_key="title", sep="\t", class_key=None):
         self.path = str(path)
         self.folder = os.path.dirname(os.path.abspath(self.path))
         # utf-8-sig drops the byte-order mark Excel writes, which would otherwise be part of the
@@ -41,15 +44,31 @@ class CsvDataset:
             reader = csv.DictReader(f, delimiter=sep)
             columns = reader.fieldnames or []
             for key, flag in ((img_key, "img_key (--csv-img-key)"),
-                              (caption_key, "caption_key (--csv-caption-key)")):
-                if key not in columns:
+                              (caption_key, "caption_key (--csv-caption-key)"),
+                              (class_key, "class_key (--csv-class-key)")):
+                if key is not None and key not in columns:
                     raise ValueError(f"{self.path}: no column {key!r} for the {flag}; the header line "
                                      f"(separator {sep!r}) has the columns {columns}")
             # reader.line_num is the file line the row ended on (a quoted caption may span lines).
-            self.rows = [(reader.line_num, row[img_key], row[caption_key]) for row in reader]
+            self.rows, self.classes = [], []
+            for row in reader:
+                self.rows.append((reader.line_num, row[img_key], row[caption_key]))
+                self.classes.append(None if class_key is None else row[class_key])
 
     def __len__(self):
         return len(self.rows)
+
+    def caption_classes(self):
+        """{caption: class} for every caption the class column gives one class (a caption seen
+        with two classes says nothing about either, so it is left out); {} without the column."""
+        found, ambiguous = {}, set()
+        for (_, _, caption), label in zip(self.rows, self.classes):
+            if caption is None or label is None or not caption.strip():
+                continue
+            caption = caption.strip()
+            if found.setdefault(caption, label) != label:
+                ambiguous.add(caption)
+        return {caption: label for caption, label in found.items() if caption not in ambiguous}
 
     def describe(self, index):
         return f"{self.path} line {self.rows[index][0]}"

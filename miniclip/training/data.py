@@ -4,17 +4,27 @@ Training pairs come from --train-data (an OpenCLIP CSV/TSV file, or a folder of 
 name.txt pairs) or, without it, from a built-in dataset: the generated shapes (the default) or
 Fashion-MNIST. The evaluation sets come with them:
 - val pairs (--val-data, or the built-in "val" split): validation loss and retrieval R@k;
-- zero-shot sets: for shapes, one-object images of the colour-shape pairs seen in training and of
-  the held-out pairs, classified among all 36 pairs; for Fashion-MNIST its test split; and any
+- zero-shot sets: for shapes, one-object images of the colour-shape pairs seen in training, of
+  the held-out pairs, and of seen pairs in the held-out style (outlines on a light background),
+  classified among all 36 pairs; for Fashion-MNIST its test split; and any
   --zeroshot-data class tree;
 - hard negatives (shapes only): two-object images with their caption and the same caption with
   the colours or shapes swapped or the relation reversed.
 The tokenizer is a merges file (--tokenizer), the one saved in --pretrained weights, or a
 vocabulary learned from the training captions (small captions need few tokens, so a small text
 embedding).
+RunData.pair_keys(tokens) gives the multi-positive loss its keys (miniclip/losses.py): pairs
+with the same key are positives. A caption that is one of a class's prompts (Fashion-MNIST's
+templates) or that a CSV's class column (--csv-class-key) gives a class has that class as key,
+so "a photo of a coat." and "a product photo of a coat." match; any other caption is its own key,
+so only identical token rows match. (Identical captions alone change nothing in the CLIP loss:
+their logits are equal, so the soft and the one-hot targets give the same loss and the same
+gradient to the towers. It is the different captions of one class that the keys join.)
 """
 import os
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from miniclip.data import (CsvDataset, FashionMNIST, ImageClassFolder, ImageTextFolder, Loader,
                            ShapesDataset, image_transform)
@@ -61,6 +71,38 @@ class RunData:
     zeroshot: list = field(default_factory=list)
     hard_negatives: list = field(default_factory=list)   # (image, caption, {kind: negative caption})
     tokenizer: Tokenizer = None
+    class_of_caption: dict = field(default_factory=dict)   # token row (bytes) -> class index
+
+    def pair_keys(self, tokens):
+        """keys (B,) int64 of a batch's token ids (B, T), a host array: the class of each caption
+        that is a class prompt, else an index of its distinct token row (after the classes)."""
+        tokens = np.ascontiguousarray(tokens)
+        _, rows = np.unique(tokens, axis=0, return_inverse=True)
+        keys = rows.reshape(-1) + len(self.class_of_caption)
+        for i, row in enumerate(tokens):
+            keys[i] = self.class_of_caption.get(row.tobytes(), keys[i])
+        return keys
+
+
+def caption_classes(dataset):
+    """{caption: class} of a class-labelled training set: a CSV's class column, or the prompts of
+    every class; {} for data without classes."""
+    if isinstance(dataset, FirstN):
+        return caption_classes(dataset.dataset)
+    if isinstance(dataset, CsvDataset):
+        return dataset.caption_classes()
+    if getattr(dataset, "classnames", None) is None or not hasattr(dataset, "class_prompts"):
+        return {}
+    return {text: label for label, prompts in enumerate(dataset.class_prompts()) for text in prompts}
+
+
+def class_of_caption(dataset, tokenizer):
+    """{token row as bytes: class index} of caption_classes(dataset), as the loader tokenizes them."""
+    classes = caption_classes(dataset)
+    index = {label: i for i, label in enumerate(sorted(set(classes.values()), key=str))}
+    captions = list(classes)
+    rows = np.ascontiguousarray(tokenizer(captions)) if captions else []
+    return {row.tobytes(): index[classes[text]] for row, text in zip(rows, captions)}
 
 
 def open_pairs(path, args):
@@ -72,7 +114,8 @@ def open_pairs(path, args):
         kind = "folder" if os.path.isdir(path) else "csv"
     if kind == "folder":
         return ImageTextFolder(path)
-    return CsvDataset(path, img_key=args.csv_img_key, caption_key=args.csv_caption_key, sep=args.csv_separator)
+    return CsvDataset(path, img_key=args.csv_img_key, caption_key=args.csv_caption_key, sep=args.csv_separator,
+                      class_key=args.csv_class_key)
 
 
 def captions_of(dataset, limit=VOCABULARY_CAPTIONS):
@@ -101,7 +144,7 @@ def build_data(args, image_size, context_length, tokenizer=None):
     elif args.dataset == "shapes":
         train = ShapesDataset(args.train_num_samples, image_size, "train", seed=args.seed)
         val = ShapesDataset(args.val_num_samples, image_size, "val", seed=args.seed)
-        for name, split in (("zeroshot_seen", "val"), ("zeroshot_unseen", "heldout")):
+        for name, split in (("zeroshot_seen", "val"), ("zeroshot_unseen", "heldout"), ("zeroshot_style", "style")):
             images = ShapesDataset(args.zeroshot_num_samples, image_size, split, seed=args.seed + 1,
                                    max_objects=1, target="color_shape")
             zeroshot.append(ZeroShotSet(name, images, images.classnames, images.class_prompts()))
@@ -123,7 +166,7 @@ def build_data(args, image_size, context_length, tokenizer=None):
         tokenizer = Tokenizer(args.tokenizer, context_length=context_length)
     if tokenizer is None:
         tokenizer = train_bpe(captions_of(train), args.vocab_size, context_length=context_length, exact=False)
-    return RunData(train, val, zeroshot, negatives, tokenizer)
+    return RunData(train, val, zeroshot, negatives, tokenizer, class_of_caption(train, tokenizer))
 
 
 def hard_negative_scenes(dataset, count):

@@ -30,6 +30,8 @@ def build_parser():
     data.add_argument("--csv-separator", default="\t", help="column separator of CSV files (default: tab)")
     data.add_argument("--csv-img-key", default="filepath", help="image-path column (default: filepath)")
     data.add_argument("--csv-caption-key", default="title", help="caption column (default: title)")
+    data.add_argument("--csv-class-key", help="a class column: captions of the same class are positives "
+                                              "of the multi-positive loss (default: none)")
     data.add_argument("--train-num-samples", type=int,
                       help="samples per epoch: the size of the generated shapes dataset (default: "
                            "6400), or the first N samples of other data (default: all)")
@@ -70,6 +72,9 @@ def build_parser():
     opt.add_argument("--warmup", type=int, help="warmup steps (default: 10%% of the steps)")
     opt.add_argument("--lr-scheduler", choices=SCHEDULERS, default="cosine")
     opt.add_argument("--grad-clip-norm", type=float, help="clip the global gradient norm to this")
+    opt.add_argument("--no-multi-positive", action="store_true",
+                     help="the one-hot contrastive loss even when a batch repeats a caption or a class "
+                          "(default: such pairs are positives too, miniclip/losses.py)")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                      help="amp: float16 matmuls with loss scaling; amp_bf16: bfloat16 matmuls; weights, "

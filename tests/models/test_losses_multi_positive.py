@@ -58,6 +58,16 @@ def test_the_multi_positive_targets_reduce_to_the_one_hot_loss_without_repeats(m
     np.testing.assert_allclose(scale.grad, expected_scale.grad, **TORCH_FLOAT64)
 
 
+def test_identical_captions_alone_change_nothing(mode):
+    """Two pairs with the same text have equal logits in their columns, so spreading the target
+    over them gives the one-hot loss's value; it is different captions of a class that matter."""
+    image, text, scale = features(6, 5, seed=4, scale=12.0)
+    text[4] = text[1]
+    loss, _ = run(with_keys(clip_loss, np.array([0, 1, 2, 3, 1, 5])), [image, text, scale], np.float64)
+    assert isinstance(loss._ctx, FusedMultiPositiveClipLoss)
+    np.testing.assert_allclose(loss.data, clip_loss(image, text, scale).data, **TORCH_FLOAT64)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_fused_multi_positive_matches_composed(mode, dtype):
     arrays = features(7, 5, seed=7, scale=30.0)
