@@ -1,4 +1,5 @@
-"""Fashion-MNIST: the IDX parser on hand-made files, then Debian's real files when installed."""
+"""Fashion-MNIST: the IDX parser and the dataset on hand-made files (everywhere), then Debian's
+real files when installed."""
 import gzip
 import os
 import struct
@@ -6,20 +7,13 @@ import struct
 import numpy as np
 import pytest
 
-from miniclip.data.fashion_mnist import CLASSNAMES, DEFAULT_ROOT, FashionMNIST, read_idx
+from miniclip.data.fashion_mnist import CLASSNAMES, DEFAULT_ROOT, ROOT_VARIABLE, FashionMNIST, read_idx
 from miniclip.data.transforms import CLIP_MEAN, CLIP_STD, image_transform
+from tests.data.fashion_mnist_files import write_fashion_mnist, write_idx
 
 needs_debian_files = pytest.mark.skipif(
     not os.path.exists(os.path.join(DEFAULT_ROOT, "t10k-labels-idx1-ubyte.gz")),
     reason=f"Fashion-MNIST is not in {DEFAULT_ROOT}: sudo apt-get install dataset-fashion-mnist")
-
-
-def write_idx(path, array, magic=None):
-    header = magic if magic is not None else bytes([0, 0, 0x08, array.ndim])
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-    return path
 
 
 def test_read_idx_round_trip(tmp_path):
@@ -40,6 +34,23 @@ def test_read_idx_errors(tmp_path):
         read_idx(path)
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         FashionMNIST(root=str(tmp_path / "nowhere"))
+
+
+def test_the_dataset_on_synthetic_files_found_through_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(ROOT_VARIABLE, str(write_fashion_mnist(tmp_path / "fashion", n_train=40, n_test=20)))
+    dataset = FashionMNIST("test", seed=3)
+    assert dataset.images.shape == (20, 28, 28) and dataset.images.dtype == np.uint8
+    np.testing.assert_array_equal(dataset.labels, np.arange(20) % 10)
+    image, text = dataset[13]
+    assert image.shape == (28, 28)
+    assert text in [t.format(CLASSNAMES[3]) for t in dataset.templates]
+    assert text == FashionMNIST("test", seed=3)[13][1]   # the template is fixed by (seed, index)
+    assert FashionMNIST("test", target="label")[13][1] == 3
+    assert len(FashionMNIST("train")) == 40
+    assert [len(p) for p in dataset.class_prompts()] == [len(dataset.templates)] * 10
+    monkeypatch.setenv(ROOT_VARIABLE, str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match=f"(?s)elsewhere.*{ROOT_VARIABLE}"):
+        FashionMNIST("test")
 
 
 @needs_debian_files
