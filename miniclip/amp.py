@@ -158,15 +158,18 @@ class GradScaler:
         self.good_steps = 0   # steps since the last overflow or growth
 
     def unscale_(self, parameters):
-        """Divide every gradient by the scale, in place; return True if any of them is not finite."""
-        found_inf = False
-        for p in parameters:
-            if p.grad is None:
-                continue
-            xp = backend.get_array_module(p.grad)
-            p.grad *= p.grad.dtype.type(1.0 / self.scale)
-            found_inf = found_inf or not bool(xp.isfinite(p.grad).all())
-        return found_inf
+        """Divide every gradient by the scale, in place; return True if any of them is not finite.
+        Whether all are finite is one reduction on the device, read once: one device-to-host
+        transfer per step, however many parameters there are."""
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return False
+        xp = backend.get_array_module(grads[0])
+        finite = []
+        for grad in grads:
+            grad *= grad.dtype.type(1.0 / self.scale)
+            finite.append(xp.isfinite(grad).all())                   # 0-d, on the gradient's device
+        return not bool(xp.stack(finite).all())
 
     def update(self, found_inf):
         if found_inf:

@@ -70,6 +70,23 @@ def to_device(x, device):
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
 
 
+def batch_to_device(array, device):
+    """A host batch on `device`; to a GPU through pinned (page-locked) host memory.
+
+    The GPU's copy engine reads pinned memory directly; from ordinary (pageable) memory the driver
+    first copies the batch into a pinned buffer of its own, a second pass over the bytes. CuPy
+    keeps a pool of pinned buffers, so asking for one per batch reuses the same few.
+    """
+    if device != "cuda" or is_cupy_array(array):
+        return to_device(array, device)
+    cupy = _require_cupy("batch_to_device")
+    array = np.ascontiguousarray(array)
+    memory = cupy.cuda.alloc_pinned_memory(array.nbytes)
+    pinned = np.frombuffer(memory, array.dtype, array.size).reshape(array.shape)
+    pinned[...] = array
+    return cupy.asarray(pinned)
+
+
 def scatter_add(target, index, values):
     """target[index] += values in place, adding once per occurrence of an index (a plain
     target[index] += values adds only once for a repeated index): np.add.at, cupyx.scatter_add."""

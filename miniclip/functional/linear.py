@@ -29,7 +29,7 @@ linear_composed (values and gradients) on odd shapes.
 import numpy as np
 
 from miniclip import amp
-from miniclip.backend import get_array_module, to_device
+from miniclip.backend import get_array_module, to_device, to_numpy
 from miniclip.ops import getitem, matmul, transpose
 from miniclip.tensor import Function, Tensor, as_tensor
 
@@ -86,12 +86,17 @@ def linear_composed(x, weight, bias=None):
 
 
 def embedding(input, weight):
-    """The rows of weight (num_embeddings, dim) picked by the integer ids `input` (...,) -> (..., dim)."""
+    """The rows of weight (num_embeddings, dim) picked by the integer ids `input` (...,) -> (..., dim).
+    The ids' range is checked where they are: free on the host (then they are copied to the
+    weight's device), one device-to-host transfer of two numbers for device ids."""
     weight = as_tensor(weight)
-    ids = to_device(input.data if isinstance(input, Tensor) else input, weight.device)
+    ids = input.data if isinstance(input, Tensor) else input
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
-    if ids.size and not (0 <= int(ids.min()) and int(ids.max()) < weight.shape[0]):
-        raise IndexError(f"embedding: ids must lie in [0, {weight.shape[0]}) for weight of shape "
-                         f"{weight.shape}, got min {int(ids.min())}, max {int(ids.max())}")
+    if ids.size:
+        low, high = (int(v) for v in to_numpy(get_array_module(ids).stack([ids.min(), ids.max()])))
+        if not (0 <= low and high < weight.shape[0]):
+            raise IndexError(f"embedding: ids must lie in [0, {weight.shape[0]}) for weight of shape "
+                             f"{weight.shape}, got min {low}, max {high}")
+    ids = to_device(ids, weight.device)
     return getitem(weight, ids)                                    # (..., dim)

@@ -17,6 +17,7 @@ Checked against open_clip.create_model(...) with the same weights in tests/model
 """
 import numpy as np
 
+from miniclip import backend
 from miniclip import functional as F
 from miniclip import nn
 from miniclip.creation import get_rng
@@ -84,12 +85,14 @@ class CLIP(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, text, normalize=False):
-        ids = self.check_tokens(text)                                   # (B, context) integer ids
-        eot = ids.data.argmax(axis=-1)                                  # (B,) position of EOT
+        """text: (B, context) token ids, a NumPy or CuPy array (or Tensor), on either device: the
+        ids are checked, cut at the batch's longest caption and moved to the model's device."""
+        ids, T = self.check_tokens(text)                                # (B, context) on the host, T
         # Tokens after the batch's last EOT are padding that no read token attends to (the
         # attention is causal): dropping them changes no output and saves their work.
-        T = int(eot.max()) + 1
         ids = ids[:, :T]                                                # (B, T)
+        device = backend.device_of(self.token_embedding.weight.data)
+        eot = backend.to_device(ids.data.argmax(axis=-1), device)       # (B,) position of EOT
         x = self.token_embedding(ids) + self.positional_embedding[:T]   # (B, T, width)
         x = self.transformer(x, is_causal=True, keep_token=eot)         # (B, width): EOT's output only
         x = self.ln_final(x)
@@ -105,8 +108,12 @@ class CLIP(nn.Module):
         return image_features, text_features, self.logit_scale.exp()
 
     def check_tokens(self, text):
-        """Token ids as an integer tensor, refusing ids outside the vocabulary or too many tokens."""
-        ids = text if isinstance(text, Tensor) else Tensor(np.asarray(text))
+        """(ids, T): the token ids as an integer tensor on the host, refusing ids outside the
+        vocabulary or too many tokens, and T, the length up to the batch's last end-of-text token
+        (the largest id). Ids on a GPU are copied to the host once (B x context small integers): the
+        checks and T need their values there, and the embedding copies them back to its device."""
+        ids = text.data if isinstance(text, Tensor) else text
+        ids = Tensor(backend.to_numpy(ids) if backend.is_cupy_array(ids) else np.asarray(ids))
         if ids.ndim != 2 or ids.dtype.kind not in "iu":
             raise ValueError(f"text must be a (batch, tokens) array of integer token ids, got "
                              f"shape {tuple(ids.shape)} and dtype {ids.dtype}")
@@ -118,7 +125,7 @@ class CLIP(nn.Module):
         if low < 0 or high >= self.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size}) for this model's "
                              f"vocabulary, got ids from {low} to {high}")
-        return ids
+        return ids, int(ids.data.argmax(axis=-1).max()) + 1
 
 
 def _as_tensor(x):

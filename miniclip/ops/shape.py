@@ -30,7 +30,7 @@ class Permute(Function):
         return x.transpose(self.dims)
 
     def backward(self, dy):
-        return dy.transpose(np.argsort(self.dims))
+        return dy.transpose(np.argsort(self.dims).tolist())
 
 
 class BroadcastTo(Function):
@@ -65,7 +65,7 @@ class Concat(Function):
         return get_array_module(xs[0]).concatenate(xs, axis=self.dim)
 
     def backward(self, dy):
-        edges = np.cumsum(self.sizes)[:-1]
+        edges = np.cumsum(self.sizes)[:-1].tolist()   # Python ints: host numbers, on either device
         return tuple(get_array_module(dy).split(dy, edges, axis=self.dim))
 
 
@@ -86,7 +86,7 @@ class Split(Function):
     def forward(self, x, sections=(), dim=0):
         self.dim, self.x_shape, self.x_dtype = dim % x.ndim, x.shape, x.dtype
         self.sizes = list(sections)
-        edges = np.cumsum(self.sizes)[:-1]
+        edges = np.cumsum(self.sizes)[:-1].tolist()   # Python ints: host numbers, on either device
         return tuple(get_array_module(x).split(x, edges, axis=self.dim))
 
     def backward(self, dys):

@@ -24,10 +24,12 @@ pinned_allocations = collections.Counter()
 
 
 def _caller():
-    """file:line of the first frame outside the stand-in (and outside NumPy's dispatch)."""
+    """file:line of the first frame outside the stand-in, NumPy's dispatch and miniclip/backend.py
+    (whose to_numpy is an explicit transfer: the line that called it asked for it)."""
     frame = sys._getframe(2)
     while frame is not None and (frame.f_code.co_filename in _OWN_FILES
-                                 or "/numpy/" in frame.f_code.co_filename):
+                                 or "/numpy/" in frame.f_code.co_filename
+                                 or frame.f_code.co_filename.endswith(os.path.join("miniclip", "backend.py"))):
         frame = frame.f_back
     if frame is None:
         return "?"
@@ -75,8 +77,8 @@ def device_function(function, name=None):
 
 def _operator(ufunc, reflected=False):
     def method(self, other):
-        if isinstance(other, np.ndarray) and not isinstance(other, ndarray):
-            _unwrap(other, ufunc.__name__)   # raises
+        if getattr(other, "__array_priority__", 0) > self.__array_priority__ and not isinstance(other, ndarray):
+            return NotImplemented   # CuPy's rule: the other operand's reflected method decides
         a, b = (other, self) if reflected else (self, other)
         return device_function(ufunc)(a, b)
     return method
