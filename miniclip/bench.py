@@ -1,10 +1,12 @@
 """Benchmarks: `python -m miniclip.bench kernels` times every kernel implementation side by side;
-`python -m miniclip.bench step` times a whole training step (miniclip/bench_step.py).
+`python -m miniclip.bench step` times a whole training step (miniclip/bench_step.py);
+`python -m miniclip.bench learn` measures how many steps a recipe needs to learn (miniclip/bench_learn.py).
 
     python -m miniclip.bench kernels                       # every family, torch too when installed
     python -m miniclip.bench kernels --family attention --repeat 20
     python -m miniclip.bench kernels --json results.jsonl
     python -m miniclip.bench step --model tiny-vit-s --batch 64 --vs-openclip
+    python -m miniclip.bench learn --eval-every 10 -- --lr 1e-3 --epochs 4   # any miniclip.train flags
 
 Each kernel family has a `bench.py` whose `benchmarks(torch)` yields
 `(case, {implementation: zero-argument callable}, (unit, work))`, where unit is "GB/s" (work in
@@ -93,7 +95,19 @@ def main(argv=None):
     step.add_argument("--precision", choices=("fp32", "amp", "amp_bf16"), default="fp32",
                       help="amp / amp_bf16: the mixed-precision step of miniclip.train (and torch.autocast)")
     step.add_argument("--json", metavar="FILE", help="also append one JSON line per batch size to FILE")
-    args = parser.parse_args(argv)
+    learn = commands.add_parser("learn", allow_abbrev=False, help="steps and seconds a training recipe needs to reach 50/80/90%% "
+                                              "zero-shot; the flags after -- are miniclip.train's")
+    from miniclip import bench_learn
+    bench_learn.add_arguments(learn)
+    args, train_argv = parser.parse_known_args(argv)
+    if args.command == "learn":
+        try:
+            bench_learn.main(args, [a for a in train_argv if a != "--"])
+        except bench_learn.UsageError as e:
+            learn.error(str(e))
+        return
+    if train_argv:
+        parser.error(f"unrecognized arguments: {' '.join(train_argv)}")
 
     if args.command == "step":
         from miniclip import bench_step
