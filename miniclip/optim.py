@@ -170,17 +170,23 @@ def clip_grad_norm(parameters, max_norm):
 
     total = sqrt(sum over parameters of ||grad||^2); every grad is multiplied by
     min(1, max_norm / (total + 1e-6)), as torch.nn.utils.clip_grad_norm_. Returns total (the
-    norm before clipping), a Python float.
+    norm before clipping) as a 0-d array on the gradients' device.
+
+    Nothing here reads a number back to the host: the norms, the total and the clip factor stay
+    on the device, and the factor multiplies every gradient there, 1 when no clipping is needed
+    (torch does the same with foreach). On a GPU, float(total) would make the host wait for the
+    GPU to finish the backward pass; reading one norm per parameter would wait once per parameter.
     """
     params = [p for p in _as_list(parameters) if p.grad is not None]
     if not params:
         return 0.0
-    norms = [float(get_array_module(p.grad).linalg.norm(p.grad.ravel())) for p in params]
-    total = math.sqrt(sum(n * n for n in norms))
-    scale = min(1.0, max_norm / (total + 1e-6))
+    xp = get_array_module(params[0].grad)
+    norms = xp.stack([xp.linalg.norm(xp.asarray(p.grad).ravel()) for p in params])     # (P,)
+    total = xp.linalg.norm(norms)
+    scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
     for p in params:
         # Not `p.grad *= scale`: a 0-d gradient may be a NumPy scalar, which *= would not change.
-        p.grad = p.grad * scale
+        p.grad = (p.grad * scale).astype(p.grad.dtype, copy=False)
     return total
 
 

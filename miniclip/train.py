@@ -115,7 +115,8 @@ def contrastive_loss(model, image_features, text_features, logit_scale, keys=Non
 
 
 def forward_backward(model, images, tokens, accum_freq, loss_fn=None, loss_scale=1.0, keys=None):
-    """Backward the loss of the whole batch (see the module docstring); return its value.
+    """Backward the loss of the whole batch (see the module docstring); return its value, a Python
+    float: on a GPU, the one read of the step's results that every step makes (the NaN stop needs it).
     loss_fn(image_features, text_features, logit_scale): by default contrastive_loss(model, ...),
     multi-positive with `keys` (B,) of the whole batch, every micro-batch's loss included.
     loss_scale: backward loss * loss_scale (float16 loss scaling, miniclip/amp.py)."""
@@ -353,15 +354,16 @@ def run(args, device, argv, dist=None):
                 now = time.perf_counter()
                 samples_per_s = len(images) * args.world_size / (now - tick)
                 tick = now
-                scale = float(np.exp(backend.to_numpy(model.logit_scale.data)))
                 if progress["step"] % args.log_every_n_steps == 0:
+                    # Read from the device only on a logged step: each read waits for the GPU.
+                    scale = float(np.exp(backend.to_numpy(model.logit_scale.data)))
                     record = {"step": progress["step"], "epoch": epoch, "loss": loss, "lr": lr,
                               "logit_scale": scale, "samples_per_s": samples_per_s}
                     if scaler is not None:
                         record.update(loss_scale=loss_scale, skipped_step=overflow)
                     log(record)
+                    bar.set_postfix(loss=f"{loss:.3f}", scale=f"{scale:.1f}", samples_s=f"{samples_per_s:.0f}")
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", scale=f"{scale:.1f}", samples_s=f"{samples_per_s:.0f}")
                 if stop.requested or (progress["step"] == total_steps and progress["batch"] < steps_per_epoch):
                     break   # mid-epoch; at the epoch's end the loader finishes it (and reports skips)
             skipped += len(loader.skipped)
