@@ -1,30 +1,27 @@
 #!/usr/bin/env bash
-# The prepared GPU check: run on a machine with a real NVIDIA GPU (e.g. through the device tool),
-# in one call of a few minutes. It runs the CUDA kernel tests on CuPy arrays without Numba's
-# simulator (MINICLIP_REAL_GPU=1 enables the tests marked `gpu`), then the CPU kernel
-# benchmarks, a training step on the GPU next to OpenCLIP's (CuPy vs torch CUDA; fp32 and
-# --precision amp), and short training runs with --device cuda (fp32 and amp); everything goes
-# to ${OUT:-/tmp}/gpu_check.log.
+# The prepared GPU check (tests/gpu_check.py says what it runs): one call, under 8 minutes, on a
+# lent GPU machine that is offline. Results: $OUT/gpu_check.jsonl (one JSON line per step) and
+# $OUT/gpu_check.log (every command's output).
 #
-#   bash tests/gpu_check.sh            # installs miniclip[gpu,test] into the current Python first
+#   bash tests/gpu_check.sh              # on the GPU machine: install miniclip (no network), then check
+#   bash tests/gpu_check.sh --dry-run    # anywhere: the same steps on the CuPy stand-in (CI runs this)
+#
+# $PYTHON picks the interpreter (default python3; in a dry run .venv/bin/python when there is one).
+# Python packages the GPU machine lacks (open_clip for the OpenCLIP column of the step benchmark)
+# can travel as wheels in .whl/ (see the device tool's README); they are installed when present.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-log="${OUT:-/tmp}/gpu_check.log"
-export MINICLIP_REAL_GPU=1 PYTHONUNBUFFERED=1
-{
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-    python3 -m pip install -q -e ".[gpu,test,distributed]" || echo "pip install failed: using what is installed"
-    python3 -c "import cupy, numba; print('cupy', cupy.__version__, 'numba', numba.__version__, 'devices', cupy.cuda.runtime.getDeviceCount())"
-    timeout 240 python3 -m pytest tests/kernels tests/functional tests/nn tests/test_optim.py tests/test_amp.py tests/distributed -q -m "gpu" -p no:cacheprovider
-    echo "kernel tests exit code: $?"
-    timeout 120 python3 -m miniclip.bench kernels
-    echo "benchmark exit code: $?"
-    timeout 120 python3 -m miniclip.bench step --device cuda --model tiny-vit-s --batch 64 --batch 256 --vs-openclip
-    echo "step benchmark exit code: $?"
-    timeout 90 python3 -m miniclip.bench step --device cuda --model tiny-vit-s --batch 256 --precision amp --vs-openclip
-    echo "mixed-precision step benchmark exit code: $?"
-    timeout 120 python3 -m miniclip.train --device cuda --max-steps 30 --logs "${OUT:-/tmp}/gpu_logs" --name gpu --no-progress
-    echo "GPU training run exit code: $?"
-    timeout 90 python3 -m miniclip.train --device cuda --precision amp --max-steps 30 --logs "${OUT:-/tmp}/gpu_logs" --name gpu_amp --no-progress
-    echo "GPU float16 training run exit code: $?"
-} 2>&1 | tee "$log"
+export OUT="${OUT:-/tmp/gpu_check}" PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+python=${PYTHON:-python3}
+if [ "${1:-}" = "--dry-run" ]; then
+    [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && python=.venv/bin/python   # the dry run: this checkout's venv
+else
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || echo "nvidia-smi failed"
+    "$python" -m pip install -q --no-deps --no-build-isolation -e . || { echo "pip install -e . failed"; exit 1; }
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        "$python" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+            && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+fi
+exec "$python" -m tests.gpu_check "$@"

@@ -48,9 +48,25 @@ def total_transfers():
 
 # -- cupy.cuda: one device, the default stream, pinned host memory -------------------------------
 class _Runtime:
+    """cupy.cuda.runtime: the device count, and versions and properties that say they are fake
+    (0 for a version, a name that names the stand-in), so a script printing them runs here too."""
+
     @staticmethod
     def getDeviceCount():
         return 1
+
+    @staticmethod
+    def runtimeGetVersion():
+        return 0
+
+    @staticmethod
+    def driverGetVersion():
+        return 0
+
+    @staticmethod
+    def getDeviceProperties(index):
+        Device(index)
+        return {"name": b"CuPy stand-in (no GPU)", "totalGlobalMem": 0, "major": 0, "minor": 0}
 
 
 class Device:
@@ -111,7 +127,8 @@ def _modules():
     linalg = _module("cupy.linalg", {}, getattr_from=np.linalg)
     cupy = _module("cupy", {"ndarray": core.ndarray, "asarray": core.asarray, "array": core.array,
                             "asnumpy": core.asnumpy, "get_array_module": core.get_array_module,
-                            "cuda": cuda, "linalg": linalg, "__stand_in__": True}, getattr_from=np)
+                            "cuda": cuda, "linalg": linalg, "__stand_in__": True,
+                            "__version__": "stand-in"}, getattr_from=np)
     special = _module("cupyx.scipy.special", {"erf": _erf})
     scipy = _module("cupyx.scipy", {"special": special})
     cupyx = _module("cupyx", {"scatter_add": _scatter_add, "scipy": scipy})
