@@ -10,7 +10,8 @@ $OUT/gpu_check.jsonl ({"step", "ok", "seconds", ...}) and its output to $OUT/gpu
                torch, open_clip and pytest-xdist are there (the steps below say what they skip)
 2. kernels     the CUDA kernel tests on the device (MINICLIP_REAL_GPU=1): every test that takes
                the `cuda_xp` fixture (it runs on CuPy arrays), every test marked `gpu`, and every
-               test with "cuda" in its id; pytest_collection_modifyitems below picks them
+               test with "cuda" in its id; pytest_collection_modifyitems below picks them. They run
+               in the background beside the training steps, and end before the benchmarks start
 3. train-*     20 steps of `python -m miniclip.train --device cuda` per mode (fp32, siglip, amp,
                amp_bf16, accum-freq 2) and, at the same time, 5 steps of the same run on the CPU:
                the first 5 losses must agree within LOSS_RTOL (float32 sums in another order:
@@ -61,6 +62,7 @@ class Check:
         self.started = time.monotonic()
         self.results = []
         self.steps_to_come = 0
+        self.background = []                # (started command, deadline, then): see start_background
         os.makedirs(out, exist_ok=True)
         shutil.rmtree(os.path.join(out, "runs"), ignore_errors=True)   # an earlier check's runs would be appended to
         open(os.path.join(out, "gpu_check.jsonl"), "w").close()
@@ -110,6 +112,16 @@ class Check:
         seconds = time.monotonic() - start
         self.say(output.rstrip() + f"\n=== {step}: {'ok' if ok else 'FAILED'} in {seconds:.1f} s")
         return ok, output, seconds
+
+    def start_background(self, step, command, timeout, env, then):
+        """Start a command that runs beside the next steps; wait_background() calls then(ok, output, seconds)."""
+        self.background.append((self.start(step, command, env), time.monotonic() + self.limit(timeout), then))
+
+    def wait_background(self):
+        """Wait for the background commands (each killed at its deadline) and record them."""
+        while self.background:
+            started, deadline, then = self.background.pop(0)
+            then(*self.finish(started, max(deadline - time.monotonic(), 1)))
 
     def run(self, step, command, timeout, env=None):
         """Run one command, log its output; returns (ok, output, seconds)."""
@@ -189,19 +201,25 @@ def pytest_collection_modifyitems(config, items):
 
 
 def kernel_tests(check):
-    """The CUDA kernel tests on the device. A dry run collects the same selection (the simulator
-    already runs these tests in CI) and checks that it is not empty."""
+    """The CUDA kernel tests on the device, started in the background: they run beside the training
+    steps (neither is timed) and are waited for before the benchmarks. A dry run collects the same
+    selection (the simulator already runs these tests in CI) and checks that it is not empty."""
     selection = [*KERNEL_TEST_PATHS, "-p", "tests.gpu_check", "-q", "-p", "no:cacheprovider", "--maxfail=20"]
     if check.dry_run:
         selection.append("--collect-only")
     elif has_modules("xdist"):
         selection += ["-n", "8"]                    # numba compiles each kernel on the CPU: 8 at a time
     env = {} if check.dry_run else {"MINICLIP_REAL_GPU": "1", "MINICLIP_REQUIRE_ORACLE": "0"}
-    ok, output, seconds = check.run("kernels", check.python("-m", "pytest", *selection, on_device=False),
-                                    timeout=200, env=env)
+    check.start_background("kernels", check.python("-m", "pytest", *selection, on_device=False), timeout=240,
+                           env=env, then=lambda *result: record_kernel_tests(check, *result))
+
+
+PYTEST_COUNTS = re.compile(r"(\d+)(?:/\d+)?(?: tests?)? (passed|failed|skipped|deselected|collected|errors?)")
+
+
+def record_kernel_tests(check, ok, output, seconds):
     summary = output.strip().splitlines()[-1] if output.strip() else ""
-    counts = {word: int(number) for number, word in re.findall(r"(\d+)(?:/\d+)?(?: tests?)? (passed|failed|skipped|deselected|collected|errors?)",
-                                                               summary)}
+    counts = {word: int(number) for number, word in PYTEST_COUNTS.findall(summary)}
     ok = ok and (counts.get("collected", 0) > 0 if check.dry_run else counts.get("passed", 0) > 0)
     check.record("kernels", ok, seconds, summary=summary, **counts)
 
@@ -264,6 +282,7 @@ def train(check, mode):
 
 
 def bench(check, precision):
+    check.wait_background()                 # the benchmarks have the GPU to themselves
     if check.dry_run:
         model, batch, steps, warmup = model_flags(check)[1], 4, 1, 1
     else:
@@ -368,6 +387,7 @@ def main(argv=None):
             step()
         except Exception as error:              # a broken step is reported, and the next one runs
             check.record(name, False, 0.0, error=f"{type(error).__name__}: {error}")
+    check.wait_background()
     failed = [r["step"] for r in check.results if not r["ok"]]
     total = time.monotonic() - check.started
     print(f"gpu_check: {len(check.results) - len(failed)} passed, {len(failed)} failed in {total:.0f} s"
