@@ -50,8 +50,9 @@ def test_a_failing_step_fails_the_check(tmp_path, monkeypatch, capsys):
     assert "1 passed, 1 failed" in capsys.readouterr().out
 
 
-def test_a_wrong_flag_is_one_message_and_exit_code_2():
+def test_a_wrong_flag_is_one_message_and_exit_code_2(tmp_path):
     result = subprocess.run(["bash", "tests/gpu_check.sh", "--dry-run", "--bogus"], cwd=REPOSITORY,
-                            env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=60)
+                            env=dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path)), capture_output=True,
+                            text=True, timeout=60)
     assert result.returncode == 2
     assert "unrecognized arguments: --bogus" in result.stderr and "Traceback" not in result.stderr
