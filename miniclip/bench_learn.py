@@ -110,13 +110,14 @@ def build(args):
     return config, data, model, optimizer, loader, schedule, total_steps
 
 
-def train_step(model, optimizer, images, tokens, args, device):
-    """One optimizer step as miniclip.train takes it (fp32, one process); returns the loss."""
+def train_step(model, optimizer, images, tokens, args, device, keys=None):
+    """One optimizer step as miniclip.train takes it (fp32, one process, multi-positive with
+    `keys`); returns the loss."""
     from miniclip.train import MAX_LOGIT_SCALE, forward_backward
 
     optimizer.zero_grad()
     images, tokens = backend.to_device(images, device), backend.to_device(tokens, device)
-    loss = forward_backward(model, images, tokens, args.accum_freq)
+    loss = forward_backward(model, images, tokens, args.accum_freq, keys=keys)
     if not math.isfinite(loss):
         raise SystemExit(f"the loss is {loss}: this recipe diverges")
     if args.grad_clip_norm is not None:
@@ -157,7 +158,8 @@ def run(bench_args, train_argv):
         tick = time.perf_counter()
         for images, tokens in loader.epoch(step // len(loader)):
             schedule(step)
-            loss = train_step(model, optimizer, images, tokens, args, device)
+            keys = None if args.no_multi_positive else data.pair_keys(tokens)
+            loss = train_step(model, optimizer, images, tokens, args, device, keys)
             step += 1
             step_times.append(time.perf_counter() - tick)   # waiting for the loader is part of a step
             train_seconds += step_times[-1]

@@ -88,6 +88,7 @@ ONE_OBJECT_SHARE = 0.5   # of the two-object datasets' images, the share with on
 MAX_ANGLE = np.radians(25)   # turns beyond +-30 degrees would make a turned square a diamond
 ASPECTS = (0.85, 1.18)       # width / height stretch of a shape
 TASKS = ("caption", "shape", "color", "color_shape")
+CACHE_BYTES = 256 * 2**20   # a dataset whose images fit in this many bytes keeps them once drawn
 
 
 @dataclass(frozen=True)
@@ -360,6 +361,38 @@ def hard_negatives(scene):
     return negatives
 
 
+def caption_meaning(text):
+    """What a caption says, without its wording: ((colour, shape), ...) with the relation, or None.
+
+    "a photo of a little red disc left of a blue box." and "there is a blue square to the right
+    of a big red circle." both mean (("red", "circle"), "left", ("blue", "square")): templates,
+    synonyms and the size words are dropped, and a right-of or below relation is read from its
+    other end. Pairs of a batch whose captions mean the same are positives of the multi-positive
+    loss (miniclip/losses.py): one-object images of the same colour and shape are common in a batch,
+    and the one-hot loss would push each away from the other's caption though it describes it.
+    Sizes are left out because a caption may not state them ("a red circle" is true of both), and a
+    key has to split captions into classes. Text that is not a caption of this dataset gives None.
+    """
+    words = text.replace(".", " ").split()
+    shape_of_word = {tuple(word.split()): shape for shape, synonyms in SHAPE_WORDS.items() for word in synonyms}
+    relation_of_words = {tuple(p.split()): name for name, phrasings in RELATIONS.items() for p in phrasings}
+    objects, relation = [], None
+    for i, word in enumerate(words):
+        for phrase, shape in shape_of_word.items():   # "plus sign" is two words
+            if word in COLORS and tuple(words[i + 1:i + 1 + len(phrase)]) == phrase:
+                objects.append((word, shape))
+        for phrase, name in relation_of_words.items():
+            if tuple(words[i:i + len(phrase)]) == phrase and len(objects) == 1:
+                relation = name
+    if len(objects) == 1 and relation is None:
+        return (objects[0],)
+    if len(objects) != 2 or relation is None:
+        return None
+    if relation in ("right", "below"):
+        objects, relation = objects[::-1], OPPOSITE[relation]
+    return (objects[0], relation, objects[1])
+
+
 def zeroshot_classes(task):
     """(classnames, prompts) for zero-shot classification of one-object images.
 
@@ -391,6 +424,11 @@ class ShapesDataset:
     target="caption" gives the caption (for training and retrieval); "shape", "color" and
     "color_shape" give the class index for zero-shot classification (these need max_objects=1),
     with `classnames` and `class_prompts()` to build the classifier.
+
+    Drawing a sample costs about as much as a tenth of its training step, so a dataset that fits in
+    CACHE_BYTES keeps the images it has drawn: the 5 epochs of the default run draw each once,
+    and the evaluation sets are drawn once for all evaluations. (A sample is a pure function of its
+    index, so a kept image is the image it would draw again.)
     """
 
     def __init__(self, num_samples, image_size=64, split="train", seed=0, max_objects=2, target="caption"):
@@ -405,6 +443,7 @@ class ShapesDataset:
         self.num_samples, self.image_size, self.split = num_samples, image_size, split
         self.seed, self.max_objects, self.target = seed, max_objects, target
         self.classnames = zeroshot_classes(target)[0] if target != "caption" else None
+        self.drawn = {} if num_samples * image_size * image_size * 3 <= CACHE_BYTES else None
 
     def __len__(self):
         return self.num_samples
@@ -419,7 +458,12 @@ class ShapesDataset:
 
     def __getitem__(self, index):
         scene = self.scene(index)
-        image = render(scene, self.image_size)
+        image = self.drawn.get(index) if self.drawn is not None else None
+        if image is None:
+            image = render(scene, self.image_size)
+            if self.drawn is not None:
+                image.setflags(write=False)   # shared by every later read of this sample
+                self.drawn[index] = image
         if self.target == "caption":
             return image, caption(scene)
         obj = scene.objects[0]

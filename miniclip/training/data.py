@@ -16,8 +16,9 @@ embedding).
 RunData.pair_keys(tokens) gives the multi-positive loss its keys (miniclip/losses.py): pairs
 with the same key are positives. A caption that is one of a class's prompts (Fashion-MNIST's
 templates) or that a CSV's class column (--csv-class-key) gives a class has that class as key,
-so "a photo of a coat." and "a product photo of a coat." match; any other caption is its own key,
-so only identical token rows match. (Identical captions alone change nothing in the CLIP loss:
+so "a photo of a coat." and "a product photo of a coat." match; on the shapes data the key is
+what the caption means (shapes.caption_meaning: colours, shapes and relation, not the wording);
+any other caption is its own key, so only identical token rows match. (Identical captions alone change nothing in the CLIP loss:
 their logits are equal, so the soft and the one-hot targets give the same loss and the same
 gradient to the towers. It is the different captions of one class that the keys join.)
 """
@@ -29,7 +30,7 @@ import numpy as np
 from miniclip.data import (CsvDataset, FashionMNIST, ImageClassFolder, ImageTextFolder, Loader,
                            ShapesDataset, image_transform)
 from miniclip.data.files import read_caption
-from miniclip.data.shapes import caption, hard_negatives
+from miniclip.data.shapes import caption, caption_meaning, hard_negatives
 from miniclip.tokenizer import Tokenizer, train_bpe
 
 VOCABULARY_CAPTIONS = 20_000   # captions read to learn a vocabulary
@@ -72,15 +73,20 @@ class RunData:
     hard_negatives: list = field(default_factory=list)   # (image, caption, {kind: negative caption})
     tokenizer: Tokenizer = None
     class_of_caption: dict = field(default_factory=dict)   # token row (bytes) -> class index
+    caption_key: object = None   # caption text -> a hashable key (or None: no key), for pair_keys
 
     def pair_keys(self, tokens):
         """keys (B,) int64 of a batch's token ids (B, T), a host array: the class of each caption
-        that is a class prompt, else an index of its distinct token row (after the classes)."""
-        tokens = np.ascontiguousarray(tokens)
-        _, rows = np.unique(tokens, axis=0, return_inverse=True)
-        keys = rows.reshape(-1) + len(self.class_of_caption)
-        for i, row in enumerate(tokens):
-            keys[i] = self.class_of_caption.get(row.tobytes(), keys[i])
+        that is a class prompt, else its caption_key, else its token row; numbered in order of
+        first appearance, so equal keys are equal integers."""
+        numbers = {}
+        keys = np.empty(len(tokens), np.int64)
+        for i, row in enumerate(np.ascontiguousarray(tokens)):
+            key = ("class", self.class_of_caption[row.tobytes()]) if row.tobytes() in self.class_of_caption else None
+            if key is None and self.caption_key is not None:
+                meaning = self.caption_key(self.tokenizer.decode(row))
+                key = None if meaning is None else ("meaning", meaning)
+            keys[i] = numbers.setdefault(key or ("row", row.tobytes()), len(numbers))
         return keys
 
 
@@ -166,7 +172,8 @@ def build_data(args, image_size, context_length, tokenizer=None):
         tokenizer = Tokenizer(args.tokenizer, context_length=context_length)
     if tokenizer is None:
         tokenizer = train_bpe(captions_of(train), args.vocab_size, context_length=context_length, exact=False)
-    return RunData(train, val, zeroshot, negatives, tokenizer, class_of_caption(train, tokenizer))
+    caption_key = caption_meaning if isinstance(train, ShapesDataset) else None
+    return RunData(train, val, zeroshot, negatives, tokenizer, class_of_caption(train, tokenizer), caption_key)
 
 
 def hard_negative_scenes(dataset, count):

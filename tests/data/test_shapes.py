@@ -22,8 +22,8 @@ from miniclip.data import shapes
 from dataclasses import replace
 
 from miniclip.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT, HELD_OUT_STYLE, RELATIONS, SEEN_PAIRS,
-                                  SHAPE_WORDS, SIZE_WORDS, SIZES, ShapesDataset, caption, hard_negatives,
-                                  make_scene, render)
+                                  SHAPE_WORDS, SIZE_WORDS, SIZES, ShapesDataset, caption, caption_meaning,
+                                  hard_negatives, make_scene, render)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PALETTE = np.array(list(COLORS.values()), np.float64)   # (6, 3)
@@ -282,6 +282,30 @@ def test_hard_negatives_change_exactly_the_intended_attribute():
     assert kinds_seen == {"swap_colors", "swap_shapes", "reverse_relation"}
 
 
+def test_caption_meaning_is_the_scene_without_its_wording():
+    """Every caption's meaning is its objects' colours and shapes and the relation, read from the
+    left or upper object; the hard negatives (a different scene in the same words) mean
+    something else, and two wordings of one scene mean the same."""
+    for index in range(300):
+        scene = make_scene(3, "train", index, 32)
+        pairs = [(o.color, o.shape) for o in scene.objects]
+        if scene.relation is None:
+            expected = (pairs[0],)
+        elif scene.relation in ("left", "above"):
+            expected = (pairs[0], scene.relation, pairs[1])
+        else:
+            expected = (pairs[1], shapes.OPPOSITE[scene.relation], pairs[0])
+        assert caption_meaning(caption(scene)) == expected
+        for negative in hard_negatives(scene).values():
+            assert caption_meaning(negative) != expected
+    assert (caption_meaning("there is a little red disc to the left of a blue box.")
+            == caption_meaning("a photo of a blue square right of a big red circle.")
+            == (("red", "circle"), "left", ("blue", "square")))
+    assert caption_meaning("a pink plus sign.") == (("pink", "cross"),)
+    for text in ("a dog on a beach.", "a red", "a red circle a blue star.", ""):
+        assert caption_meaning(text) is None
+
+
 @pytest.mark.parametrize("task", ["shape", "color", "color_shape"])
 def test_zero_shot_labels_and_prompts(task):
     dataset = ShapesDataset(40, image_size=32, split="heldout", max_objects=1, target=task)
@@ -310,3 +334,12 @@ def test_bad_arguments_are_refused():
         ShapesDataset(10, target="shape")
     with pytest.raises(ValueError, match="splits are"):
         ShapesDataset(10, split="test")
+
+
+def test_a_dataset_that_fits_keeps_its_drawn_images(monkeypatch):
+    dataset = ShapesDataset(4, 32)
+    first = dataset[1][0]
+    assert dataset[1][0] is first and not first.flags.writeable   # drawn once, shared read-only
+    np.testing.assert_array_equal(first, render(dataset.scene(1), 32))
+    monkeypatch.setattr(shapes, "CACHE_BYTES", 4 * 32 * 32 * 3 - 1)
+    assert ShapesDataset(4, 32).drawn is None                      # too big: drawn on every read

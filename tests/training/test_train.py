@@ -225,6 +225,16 @@ def test_pair_keys_match_identical_captions_and_the_prompts_of_one_class():
     np.testing.assert_array_equal(same, expected)
 
 
+def test_pair_keys_on_shapes_join_captions_that_mean_the_same():
+    from miniclip.data.shapes import caption_meaning
+    from miniclip.tokenizer import train_bpe
+    captions = ["a photo of a red disc.", "there is a big red circle.", "a red star.",
+                "a blue box left of a red star.", "a red star to the right of a little blue square."]
+    tokenizer = train_bpe(captions, 600, context_length=24, exact=False)
+    keys = RunData(None, None, tokenizer=tokenizer, caption_key=caption_meaning).pair_keys(tokenizer(captions))
+    assert list(keys) == [0, 0, 1, 2, 2]
+
+
 def test_the_logit_scale_is_clamped_to_100(run_flags, tiny_model):
     config = json.load(open(tiny_model))
     config["init_logit_scale"] = 5.0   # exp(5) = 148
