@@ -20,8 +20,9 @@ AdamW (Loshchilov & Hutter 2019, torch.optim.AdamW), step t = 1, 2, ...:
     v  = beta2 v + (1 - beta2) g^2                          second moment
     p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-AdamW.step runs this update as one fused pass per parameter (miniclip.kernels.adamw: Numba on
-the CPU, numba.cuda on the GPU, the array-operation reference under kernels.use("reference")).
+AdamW.step runs this update as one fused multi-tensor pass over every parameter
+(miniclip.kernels.adamw: Numba on the CPU, one numba.cuda launch on the GPU, the array-operation
+reference under kernels.use("reference")), on flat buffers that the parameters are views of.
 
 Checked step for step against torch.optim in tests/test_optim.py (in both kernel modes), with save/load resuming
 bit for bit, clip_grad_norm against torch.nn.utils.clip_grad_norm_, and the schedules against
@@ -141,28 +142,94 @@ class SGD(Optimizer):
 
 class AdamW(Optimizer):
     """Adam with decoupled weight decay: the decay shrinks the weights directly instead of being
-    added to the gradient, so it is not rescaled by Adam's per-parameter step sizes. Each step is
-    the fused kernel miniclip.kernels.adamw.adamw_step (the update in the module docstring)."""
+    added to the gradient, so it is not rescaled by Adam's per-parameter step sizes.
+
+    Each step is one call of the fused multi-tensor kernel miniclip.kernels.adamw.adamw_multi_step
+    per device and dtype (the update in the module docstring): on a GPU one kernel launch for all
+    the parameters, not one per parameter. For that the parameters and both moments live in flat
+    buffers (_FlatBuffers below): each Parameter's .data, and each state's exp_avg and exp_avg_sq,
+    is a view into them, and the gradients are gathered into one flat array per step. The state
+    keeps torch's layout, one exp_avg and exp_avg_sq array per parameter, so state_dict is unchanged.
+    """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self._flat = {}           # (device, dtype) -> _FlatBuffers
 
     def step(self):
+        updated = {}              # (device, dtype) -> [(parameter, its group)], those with a gradient
         for group in self.param_groups:
-            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                xp = get_array_module(p.data)
                 state = self.state.setdefault(p, {})
                 if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = xp.zeros_like(p.data)
-                    state["exp_avg_sq"] = xp.zeros_like(p.data)
+                    xp = get_array_module(p.data)
+                    state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
                 state["step"] += 1
-                grad = xp.asarray(p.grad, dtype=p.dtype)      # a 0-d gradient may be a NumPy scalar
-                adamw_kernels.adamw_step(p.data, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                                         lr, beta1, beta2, eps, wd)
+                updated.setdefault(_key(p), []).append((p, group))
+        for key, members in updated.items():
+            flat = self._flat_buffers(key)
+            xp = get_array_module(flat.param)
+            # One kernel on CuPy for more than 8 gradients under 2 MB each on average (larger ones are
+            # copied one by one: still no wait for the GPU). A 0-d gradient may be a NumPy scalar.
+            grad = xp.concatenate([xp.asarray(p.grad, dtype=flat.param.dtype).ravel() for p, _ in members])
+            segments, grad_offset = [], 0
+            for p, group in members:
+                size = p.data.size
+                segments.append(adamw_kernels.Segment(flat.offsets[p], grad_offset, size, self.state[p]["step"],
+                                                      group["lr"], *group["betas"], group["eps"],
+                                                      group["weight_decay"]))
+                grad_offset += size
+            adamw_kernels.adamw_multi_step(flat.param, grad, flat.exp_avg, flat.exp_avg_sq, segments)
+
+    def _flat_buffers(self, key):
+        """The flat buffers of the parameters with state on this (device, dtype), rebuilt from the
+        current arrays when they no longer hold them: a parameter got its first gradient, or an
+        array was replaced (load_state_dict, Module.to, Module.double)."""
+        params = [p for p in self.state if _key(p) == key]
+        flat = self._flat.get(key)
+        if flat is None or not flat.holds(params, self.state):
+            flat = self._flat[key] = _FlatBuffers(params, self.state)
+        return flat
+
+
+def _key(p):
+    return p.device, str(p.data.dtype)
+
+
+class _FlatBuffers:
+    """Parameters of one device and dtype, and their AdamW moments, as three flat arrays.
+
+    Each parameter's .data and its state's exp_avg and exp_avg_sq become views into `param`,
+    `exp_avg` and `exp_avg_sq` at offsets[p]: whatever updates the flat arrays updates them, and
+    one kernel can walk every parameter. Built by copying the current arrays in, once.
+    """
+
+    def __init__(self, params, state):
+        xp, dtype = get_array_module(params[0].data), params[0].data.dtype
+        self.params, self.offsets, offset = params, {}, 0
+        for p in params:
+            self.offsets[p], offset = offset, offset + p.data.size
+
+        def gather(arrays):
+            return xp.concatenate([xp.asarray(a, dtype=dtype).ravel() for a in arrays])
+
+        self.param = gather([p.data for p in params])
+        self.exp_avg = gather([state[p]["exp_avg"] for p in params])
+        self.exp_avg_sq = gather([state[p]["exp_avg_sq"] for p in params])
+        self.views = {}           # p -> its (data, exp_avg, exp_avg_sq) views
+        for p in params:
+            begin, end, shape = self.offsets[p], self.offsets[p] + p.data.size, p.data.shape
+            views = tuple(flat[begin:end].reshape(shape) for flat in (self.param, self.exp_avg, self.exp_avg_sq))
+            p.data, state[p]["exp_avg"], state[p]["exp_avg_sq"] = views
+            self.views[p] = views
+
+    def holds(self, params, state):
+        """Whether these are still exactly the parameters, each with the views made for it."""
+        return (len(params) == len(self.params) and all(p is q for p, q in zip(params, self.params))
+                and all(p.data is data and state[p]["exp_avg"] is m and state[p]["exp_avg_sq"] is v
+                        for p, (data, m, v) in self.views.items()))
 
 
 def clip_grad_norm(parameters, max_norm):

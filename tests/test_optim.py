@@ -1,6 +1,7 @@
 """Optimizers step for step against torch.optim (AdamW in both kernel modes), exact resume from a state_dict, gradient
 clipping against torch, the learning-rate schedules against hand-computed values, and a small
-MLP that AdamW must fit."""
+MLP that AdamW must fit. On the CuPy stand-in: AdamW.step is one kernel launch for 3 parameters
+or 40, and neither it nor clip_grad_norm reads anything back from the device."""
 import math
 
 import numpy as np
@@ -116,6 +117,75 @@ def test_zero_grad_sets_gradients_to_none():
     optimizer = optim.SGD(params, lr=0.1)
     optimizer.zero_grad()
     assert all(p.grad is None for p in params)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_adamw_follows_a_late_first_gradient_and_a_replaced_array(torch, mode):
+    """AdamW keeps parameters as views into its flat buffers: a parameter whose first gradient
+    comes at step 3, and one whose array is replaced (as Module.to or .double() do) after step 5,
+    must still follow torch."""
+    params = make_parameters(np.float32)
+    torch_params = [torch.tensor(p.data.copy(), requires_grad=True) for p in params]
+    ours, theirs = optim.AdamW(params, lr=0.05, weight_decay=0.1), torch.optim.AdamW(torch_params, lr=0.05,
+                                                                                      weight_decay=0.1)
+    with miniclip.kernels.use(mode):
+        for step, grads in enumerate(gradient_sequence(np.float32)):
+            if step == 5:
+                params[0].data = params[0].data.copy()
+            for index, (p, tp, g) in enumerate(zip(params, torch_params, grads)):
+                g = None if index == 2 and step < 2 else g
+                p.grad = None if g is None else g.copy()
+                tp.grad = None if g is None else torch.tensor(g)
+            ours.step()
+            theirs.step()
+            for index, (p, tp) in enumerate(zip(params, torch_params)):
+                np.testing.assert_allclose(p.data, tp.detach().numpy(), **TORCH_FLOAT32,
+                                           err_msg=f"parameter {index} {p.shape} after step {step + 1}")
+
+
+@pytest.mark.parametrize("n_params", [3, 40])
+def test_adamw_step_is_one_launch_and_no_transfer_on_the_gpu_path(n_params):
+    """On the stand-in, with the Numba CUDA kernels: each step launches one kernel for all the
+    parameters (one per parameter before the multi-tensor kernel), and clip_grad_norm and
+    AdamW.step read nothing back to the host."""
+    from miniclip.kernels.cuda_launch import recording
+    from tests import cupy_standin
+    with cupy_standin.installed() as standin, miniclip.kernels.use("fast"):
+        import cupy
+        shapes = (SHAPES * n_params)[:n_params]
+        params = [nn.Parameter(cupy.asarray(np.ones(shape, np.float32))) for shape in shapes]
+        optimizer = optim.AdamW([{"params": params[::2]}, {"params": params[1::2], "weight_decay": 0.0}])
+        launches = []
+        for step in range(2):
+            for p in params:
+                p.grad = cupy.asarray(np.full(p.shape, 0.5 + step, np.float32))
+            optim.clip_grad_norm(params, 1.0)
+            with recording() as launched:
+                optimizer.step()
+            launches.append([kernel.__name__ for kernel, *_ in launched])
+        assert launches == [["adamw_v3"], ["adamw_v3"]]
+        assert standin.total_transfers() == 0, dict(standin.transfers)
+
+
+def test_adamw_on_the_standin_with_the_cuda_kernel_matches_the_cpu():
+    """The multi-tensor kernel launched from AdamW.step on device arrays (the stand-in, run by
+    Numba's simulator) gives the CPU optimizer's parameters, both param groups, 3 steps."""
+    from tests import cupy_standin
+    params = make_parameters(np.float32)
+    grads = gradient_sequence(np.float32)[:3]
+    cpu = optim.AdamW(groups_of(params, {}), lr=0.05, weight_decay=0.1)
+    with cupy_standin.installed(), miniclip.kernels.use("fast"):
+        import cupy
+        device_params = [nn.Parameter(cupy.asarray(p.data)) for p in params]
+        device = optim.AdamW(groups_of(device_params, {}), lr=0.05, weight_decay=0.1)
+        for step_grads in grads:
+            for p, q, g in zip(params, device_params, step_grads):
+                p.grad, q.grad = (None, None) if g is None else (g.copy(), cupy.asarray(g))
+            cpu.step()
+            device.step()
+        for index, (p, q) in enumerate(zip(params, device_params)):
+            np.testing.assert_allclose(q.data.get(), p.data, rtol=1e-6, atol=1e-7, err_msg=f"parameter {index}")
 
 
 @pytest.mark.parametrize("make_optimizer", [

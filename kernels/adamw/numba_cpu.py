@@ -38,8 +38,10 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
     """Update param, exp_avg and exp_avg_sq in place by one AdamW step (step counts from 1)."""
     checks.step_inputs(param, grad, exp_avg, exp_avg_sq, step, beta1, beta2)
     arrays = checks.contiguous([param, grad, exp_avg, exp_avg_sq])
-    as_dtype = param.dtype.type
-    _adamw(*(x.reshape(-1) for x in arrays),
-           as_dtype(1 - lr * weight_decay), as_dtype(1 - beta1), as_dtype(beta2), as_dtype(1 - beta2),
-           as_dtype(lr / (1 - beta1 ** step)), as_dtype(math.sqrt(1 - beta2 ** step)), as_dtype(eps))
+    _adamw(*(x.reshape(-1) for x in arrays), *checks.scalars(param.dtype, step, lr, beta1, beta2, eps, weight_decay))
     checks.write_back([param, exp_avg, exp_avg_sq], [arrays[0], arrays[2], arrays[3]])
+
+
+def adamw_multi_step(param, grad, exp_avg, exp_avg_sq, segments):
+    """Many tensors in flat buffers (checks.Segment), each updated by adamw_step above, in place."""
+    checks.step_each(adamw_step, param, grad, exp_avg, exp_avg_sq, segments)

@@ -34,3 +34,8 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
     step_size = lr / (1 - beta1 ** step)
     denom = xp.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
     param -= step_size * (exp_avg / denom)
+
+
+def adamw_multi_step(param, grad, exp_avg, exp_avg_sq, segments):
+    """Many tensors in flat buffers (checks.Segment), each updated by adamw_step above, in place."""
+    checks.step_each(adamw_step, param, grad, exp_avg, exp_avg_sq, segments)

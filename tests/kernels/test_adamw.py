@@ -5,6 +5,9 @@
   decay on and off) and compares param and both moments after every step. CUDA versions run in
   Numba's simulator with small blocks (and, for v2, a grid small enough that its threads loop).
 - The reference (and numba_cpu) run step for step next to torch.optim.AdamW (marker oracle).
+- The multi-tensor step (adamw_multi_step: tensors in flat buffers, each with its own step and
+  hyper-parameters) against the single-tensor reference on each tensor, in every implementation;
+  v3 equal bit for bit to v2 in the simulator; one launch per step for 3 tensors or 40.
 """
 import functools
 
@@ -14,7 +17,8 @@ import pytest
 import miniclip.kernels
 from miniclip.backend import to_numpy
 from miniclip.kernels import adamw
-from miniclip.kernels.adamw import numba_cpu, numba_cuda, reference
+from miniclip.kernels.adamw import Segment, numba_cpu, numba_cuda, reference
+from miniclip.kernels.cuda_launch import recording
 from tests.tolerances import KERNEL_FLOAT32, TORCH_FLOAT32, TORCH_FLOAT64
 
 # A float64 kernel and the float64 reference differ only by rounding order.
@@ -161,6 +165,106 @@ def test_bad_inputs_raise_clear_errors(change, error, message, implementation):
         step_fn(*arrays, **kwargs)
 
 
+# --- the multi-tensor step -------------------------------------------------------------------------
+
+MULTI_IMPLEMENTATIONS = {   # in the simulator: chunks of 4 elements, blocks of 2 threads, a grid of 3 blocks that loops
+    "reference": reference.adamw_multi_step, "numba_cpu": numba_cpu.adamw_multi_step,
+    "cuda_v3": functools.partial(numba_cuda.adamw_multi_step, threads=2, max_blocks=3, chunk_size=4),
+}
+MULTI_SHAPES = [(3, 5), (7,), (), (0,), (2, 2)]
+
+
+def flat_model(shapes, dtype, seed=0):
+    """Flat param and moment buffers holding one tensor per shape, with a gap of 2 elements after
+    each (which no segment covers and no step may change), and each tensor's offset."""
+    offsets, total = [], 0
+    for shape in shapes:
+        offsets.append(total)
+        total += int(np.prod(shape)) + 2
+    param, exp_avg, exp_avg_sq, _ = make_state((total,), dtype, seed)
+    return param, exp_avg, exp_avg_sq, offsets
+
+
+def multi_step_segments(shapes, offsets, step):
+    """Segments for one step: tensor 1 sits out step 2 (no gradient), tensor 0's step count runs 3
+    ahead (as after a resume), the tensors alternate between two hyper-parameter sets; the
+    gradients are packed in reverse order, so grad offsets differ from param offsets."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    present = [i for i in range(len(shapes)) if not (i == 1 and step == 2)]
+    grad_offsets, position = {}, 0
+    for i in reversed(present):
+        grad_offsets[i], position = position, position + sizes[i]
+    return [Segment(offsets[i], grad_offsets[i], sizes[i], step + (3 if i == 0 else 0) - (i == 1 and step > 2),
+                    **HYPERPARAMETERS[i % 2]) for i in present], position
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("implementation", MULTI_IMPLEMENTATIONS)
+def test_multi_step_matches_the_reference_on_each_tensor(implementation, dtype, cuda_xp):
+    xp = cuda_xp if implementation == "cuda_v3" else np
+    param, exp_avg, exp_avg_sq, offsets = flat_model(MULTI_SHAPES, dtype)
+    expected = [param.copy(), exp_avg.copy(), exp_avg_sq.copy()]
+    state = [xp.asarray(a.copy()) for a in (param, exp_avg, exp_avg_sq)]
+    rng = np.random.default_rng(1)
+    for step in range(1, 5):
+        segments, grad_size = multi_step_segments(MULTI_SHAPES, offsets, step)
+        grad = rng.standard_normal(grad_size).astype(dtype)
+        for s in segments:
+            own = slice(s.offset, s.offset + s.size)
+            reference.adamw_step(expected[0][own], grad[s.grad_offset:s.grad_offset + s.size], expected[1][own],
+                                 expected[2][own], s.step, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay)
+        MULTI_IMPLEMENTATIONS[implementation](*state[:1], xp.asarray(grad), *state[1:], segments)
+        for name, got, want in zip(("param", "exp_avg", "exp_avg_sq"), state, expected):
+            assert_close(f"{name} after step {step}, {np.dtype(dtype)}", got, want, **TOLERANCE[dtype])
+    untouched = np.ones(param.size, bool)
+    for offset, shape in zip(offsets, MULTI_SHAPES):
+        untouched[offset:offset + int(np.prod(shape))] = False
+    np.testing.assert_array_equal(to_numpy(state[0])[untouched], param[untouched], err_msg="a gap was written")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_multi_tensor_v3_equals_v2_bit_for_bit(dtype, cuda_xp):
+    """The same arithmetic in the same order: v3 on flat buffers gives v2's bits on each tensor."""
+    param, exp_avg, exp_avg_sq, offsets = flat_model(MULTI_SHAPES, dtype)
+    segments, grad_size = multi_step_segments(MULTI_SHAPES, offsets, 3)
+    grad = np.random.default_rng(1).standard_normal(grad_size).astype(dtype)
+    per_tensor = [a.copy() for a in (param, exp_avg, exp_avg_sq)]
+    for s in segments:
+        own = slice(s.offset, s.offset + s.size)
+        numba_cuda.adamw_step_v2(per_tensor[0][own], grad[s.grad_offset:s.grad_offset + s.size], per_tensor[1][own],
+                                 per_tensor[2][own], s.step, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay,
+                                 threads=8, max_blocks=2)
+    MULTI_IMPLEMENTATIONS["cuda_v3"](param, grad, exp_avg, exp_avg_sq, segments)
+    for name, got, want in zip(("param", "exp_avg", "exp_avg_sq"), (param, exp_avg, exp_avg_sq), per_tensor):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+@pytest.mark.parametrize("n_tensors", [3, 40])
+def test_one_launch_per_multi_step_however_many_tensors(n_tensors):
+    """v3 launches once for all tensors; v2, one tensor at a time, once per tensor."""
+    shapes = [(5, 3), (7,), ()] * (n_tensors // 3) + [(4,)] * (n_tensors % 3)
+    param, exp_avg, exp_avg_sq, offsets = flat_model(shapes, np.float32)
+    segments, grad_size = multi_step_segments(shapes, offsets, 1)
+    grad = np.ones(grad_size, np.float32)
+    with recording() as multi:
+        numba_cuda.adamw_multi_step(param, grad, exp_avg, exp_avg_sq, segments)
+    with recording() as one_by_one:
+        for s in segments:
+            own = slice(s.offset, s.offset + s.size)
+            numba_cuda.adamw_step(param[own], grad[s.grad_offset:s.grad_offset + s.size], exp_avg[own],
+                                  exp_avg_sq[own], s.step, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay)
+    assert [kernel for kernel, *_ in multi] == [numba_cuda.adamw_v3]
+    assert len(one_by_one) == n_tensors
+
+
+@pytest.mark.parametrize("implementation", MULTI_IMPLEMENTATIONS)
+def test_multi_step_refuses_a_segment_outside_the_buffers(implementation):
+    x = np.ones(6)
+    segment = Segment(4, 0, 3, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0)
+    with pytest.raises(ValueError, match=r"segment 0 \(4, 0, 3\) is outside param \(6\)"):
+        MULTI_IMPLEMENTATIONS[implementation](x, x.copy(), x.copy(), x.copy(), [segment])
+
+
 # --- the CUDA kernels compile for a real GPU -----------------------------------------------------
 
 COMPILE_FOR_SM90 = """
@@ -170,7 +274,10 @@ from miniclip.kernels.adamw import numba_cuda
 from tests.kernels.test_attention import compile_to_ptx
 for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
     signature = (typeof(np.zeros(1, dtype)),) * 4 + (typeof(dtype.type(1)),) * 7
-    compile_to_ptx(dtype, {"adamw_v1": (numba_cuda.adamw_v1, signature), "adamw_v2": (numba_cuda.adamw_v2, signature)})
+    tables = (typeof(np.zeros((1, 2), np.int64)), typeof(np.zeros((1, 3), np.int64)), typeof(np.zeros((1, 7), dtype)),
+              typeof(np.int64(1)))
+    compile_to_ptx(dtype, {"adamw_v1": (numba_cuda.adamw_v1, signature), "adamw_v2": (numba_cuda.adamw_v2, signature),
+                           "adamw_v3": (numba_cuda.adamw_v3, signature[:4] + tables)})
 """
 
 
