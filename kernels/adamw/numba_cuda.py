@@ -18,8 +18,8 @@ Versions
       elements, and a table says which tensor (and which of its elements) each chunk is. A block
       takes a chunk, reads that tensor's offsets and scalars from the tables, and updates the
       chunk as v2 would; then it takes the chunk a grid further on. One launch per step however
-      many parameters there are, instead of one per parameter (a few microseconds each: a CLIP
-      has ~150 tensors, many of them small biases and gains).
+      many parameters there are, instead of one per parameter (ViT-B/32 has 302 parameter
+      tensors, most of them small biases and gains, each launch a fixed cost on the host).
 """
 import math
 
@@ -33,7 +33,8 @@ from . import checks
 
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 1024
-CHUNK_SIZE = 4096        # elements of one tensor that a block updates in one go (16 per thread)
+CHUNK_SIZE = 16384       # elements of one tensor that a block updates in one go (64 per thread): ViT-B/32's
+                         # 151M parameters make ~9,300 chunks, a 150 KB table copied to the GPU per step
 
 
 @cuda.jit

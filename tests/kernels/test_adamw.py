@@ -223,8 +223,9 @@ def test_multi_step_matches_the_reference_on_each_tensor(implementation, dtype, 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_multi_tensor_v3_equals_v2_bit_for_bit(dtype, cuda_xp):
-    """The same arithmetic in the same order: v3 on flat buffers gives v2's bits on each tensor."""
+def test_multi_tensor_v3_equals_v2_bit_for_bit(dtype):
+    """The same arithmetic in the same order: v3 on flat buffers gives v2's bits on each tensor
+    (in the simulator; on a GPU the compiler may contract differently, see the reference test)."""
     param, exp_avg, exp_avg_sq, offsets = flat_model(MULTI_SHAPES, dtype)
     segments, grad_size = multi_step_segments(MULTI_SHAPES, offsets, 3)
     grad = np.random.default_rng(1).standard_normal(grad_size).astype(dtype)
