@@ -72,6 +72,7 @@ def _calls(dtype):
     """(family, dispatched, call) for every wrapper: `dispatched` marks the versions the dispatcher
     runs (each numba_cuda.py's module-level default); `call` launches on small arrays of `dtype`."""
     from .adamw import numba_cuda as adamw
+    from .adamw.checks import Segment
     from .attention import numba_cuda as attention
     from .conv2d import numba_cuda as conv2d
     from .layer_norm import numba_cuda as layer_norm
@@ -120,6 +121,9 @@ def _calls(dtype):
     for version, step in adamw.VERSIONS.items():
         calls.append(("adamw", step is adamw.adamw_step,
                       lambda f=step: f(p, g, m, v, 1, 1e-3, 0.9, 0.999, 1e-8, 0.1)))
+    # v3, the multi-tensor step AdamW takes: two tensors of 4 and 6 elements in the flat buffers.
+    segments = [Segment(0, 0, 4, 1, 1e-3, 0.9, 0.999, 1e-8, 0.1), Segment(4, 4, 6, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0)]
+    calls.append(("adamw", True, lambda: adamw.adamw_multi_step(p, g, m, v, segments)))
     return calls
 
 

@@ -93,8 +93,10 @@ def sgemm_gflops(config, batch, seconds=0.5):
     """NumPy's own float32 matmul rate now, on the step's most common product: the image tower's
     MLP, (B * tokens, width) @ (width, 4 * width). The step's GFLOP/s is read against it."""
     vision = config["vision_cfg"]
-    width = vision["width"] if not isinstance(vision["layers"], (list, tuple)) else config["text_cfg"]["width"]
-    tokens = (vision["image_size"] // vision.get("patch_size", vision["image_size"])) ** 2 + 1
+    if isinstance(vision["layers"], (list, tuple)):   # a ResNet: the text tower's MLP instead
+        width, tokens = config["text_cfg"]["width"], config["text_cfg"]["context_length"]
+    else:
+        width, tokens = vision["width"], (vision["image_size"] // vision["patch_size"]) ** 2 + 1
     rng = np.random.default_rng(0)
     a = rng.standard_normal((batch * tokens, width), np.float32)
     b = rng.standard_normal((width, 4 * width), np.float32)
