@@ -292,7 +292,7 @@ def clip_loss_backward_v1(logits, lse_row, lse_col, dy, sims, with_dscale, dlogi
     k = cuda.grid(1)
     if k < B * B:
         i, j = k // B, k % B
-        g = clip_grad(logits, lse_row, lse_col, dy, i, j)
+        g = clip_grad(logits, lse_row, lse_col, dy[0], i, j)
         dlogits[i, j] = g
         if with_dscale:
             cuda.atomic.add(dscale, 0, g * sims[i, j])
@@ -303,10 +303,10 @@ def clip_loss_backward_v2(logits, lse_row, lse_col, dy, sims, with_dscale, dlogi
     B = logits.shape[0]
     tid = cuda.threadIdx.x
     sm = cuda.shared.array(MAX_THREADS, float64)
-    part = 0.0
+    part, d = 0.0, dy[0]
     for k in range(cuda.grid(1), B * B, cuda.gridsize(1)):     # grid-stride: any grid size works
         i, j = k // B, k % B
-        g = clip_grad(logits, lse_row, lse_col, dy, i, j)
+        g = clip_grad(logits, lse_row, lse_col, d, i, j)
         dlogits[i, j] = g
         part += g * sims[i, j]
     if with_dscale:                                 # the same for every thread: no divergent barrier
@@ -323,14 +323,17 @@ def clip_loss_backward_v2(logits, lse_row, lse_col, dy, sims, with_dscale, dlogi
 
 
 def clip_loss_backward(logits, lse_row, lse_col, dy, sims=None, version=2, threads=128, blocks=1024):
-    """(dlogits (B, B), dscale 0-d or None) with kernel `version` 1 or 2 (v2: at most `blocks` blocks)."""
+    """(dlogits (B, B), dscale 0-d or None) with kernel `version` 1 or 2 (v2: at most `blocks` blocks).
+    dy, a number or a 0-d array, goes to the kernels as a (1,) array: on a GPU the upstream
+    gradient is a device array, and float(dy) would make the host wait for the GPU every step."""
     _check_threads(threads)
     xp = get_array_module(logits)
     B = logits.shape[0]
     dlogits = xp.empty_like(logits)
     dscale = xp.zeros(1, xp.float64)
     with_dscale = sims is not None
-    args = (logits, lse_row, lse_col, float(dy), sims if with_dscale else logits, with_dscale, dlogits, dscale)
+    dy = xp.asarray(dy, dtype=xp.float64).reshape(1)
+    args = (logits, lse_row, lse_col, dy, sims if with_dscale else logits, with_dscale, dlogits, dscale)
     if version == 1:
         launch(clip_loss_backward_v1, (B * B + threads - 1) // threads, threads, *args)
     elif version == 2:
