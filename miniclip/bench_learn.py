@@ -110,14 +110,14 @@ def build(args):
     return config, data, model, optimizer, loader, schedule, total_steps
 
 
-def train_step(model, optimizer, images, tokens, args, device, keys=None):
+def train_step(model, optimizer, images, tokens, args, device, keys=None, negative_tokens=None):
     """One optimizer step as miniclip.train takes it (fp32, one process, multi-positive with
-    `keys`); returns the loss."""
+    `keys`, hard negative captions `negative_tokens`); returns the loss."""
     from miniclip.train import MAX_LOGIT_SCALE, forward_backward
 
     optimizer.zero_grad()
     images, tokens = backend.to_device(images, device), backend.to_device(tokens, device)
-    loss = forward_backward(model, images, tokens, args.accum_freq, keys=keys)
+    loss = forward_backward(model, images, tokens, args.accum_freq, keys=keys, negative_tokens=negative_tokens)
     if not math.isfinite(loss):
         raise SystemExit(f"the loss is {loss}: this recipe diverges")
     if args.grad_clip_norm is not None:
@@ -130,7 +130,7 @@ def train_step(model, optimizer, images, tokens, args, device, keys=None):
 
 def run(bench_args, train_argv):
     """Train as `python -m miniclip.train <train_argv>` would, checking zero-shot accuracy as it goes."""
-    from miniclip.train import choose_device
+    from miniclip.train import choose_device, uses_hard_negatives
 
     args = parse_args(list(train_argv) + ["--no-progress"])
     if args.train_data or args.dataset != "shapes":
@@ -159,7 +159,9 @@ def run(bench_args, train_argv):
         for images, tokens in loader.epoch(step // len(loader)):
             schedule(step)
             keys = None if args.no_multi_positive else data.pair_keys(tokens)
-            loss = train_step(model, optimizer, images, tokens, args, device, keys)
+            negatives = (data.negative_tokens(tokens, np.random.default_rng((args.seed, step)))
+                         if uses_hard_negatives(args, model) else None)
+            loss = train_step(model, optimizer, images, tokens, args, device, keys, negatives)
             step += 1
             step_times.append(time.perf_counter() - tick)   # waiting for the loader is part of a step
             train_seconds += step_times[-1]

@@ -57,6 +57,7 @@ one-hot loss without repeats, fused against composed, torch's soft-label cross_e
 import numpy as np
 
 from miniclip import functional as F
+from miniclip import ops
 from miniclip.backend import get_array_module, to_numpy
 from miniclip.kernels import softmax_xent as softmax_xent_kernels
 from miniclip.tensor import Function, as_tensor
@@ -158,6 +159,31 @@ def clip_loss_composed(image_features, text_features, logit_scale, keys=None):
         return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
     targets = multi_positive_targets(same, logits_per_image.dtype)           # (B, B), symmetric
     return (soft_cross_entropy(logits_per_image, targets) + soft_cross_entropy(logits_per_text, targets)) / 2
+
+
+def clip_loss_with_negatives(image_features, text_features, negative_text_features, logit_scale, keys=None):
+    """The CLIP loss with N extra captions that match no image (NegCLIP, Yuksekgonul et al. 2023):
+    each image's softmax runs over the B captions and the N negatives, each caption's over the B
+    images as before:
+
+        loss = ( CE_soft(s I @ [T; Tn].T, [targets | 0])  +  CE_soft(s T @ I.T, targets) ) / 2
+
+    targets (B, B): eye(B), or the multi-positive targets of `keys`. The negatives are hard ones
+    (the caption with its colours or shapes swapped, miniclip/data/shapes.py): the same words, so
+    a tower that reads a caption as a bag of words cannot tell them from the truth, and the loss
+    makes it learn which colour goes with which shape. Composed (autograd differentiates it);
+    with N = 0 it is clip_loss_composed."""
+    image_features, text_features = as_tensor(image_features), as_tensor(text_features)
+    logit_scale = as_tensor(logit_scale, like=image_features)
+    captions = ops.concat([text_features, as_tensor(negative_text_features)], dim=0)   # (B + N, D)
+    logits_per_image = logit_scale * (image_features @ captions.T)                   # (B, B + N)
+    logits_per_text = logit_scale * (text_features @ image_features.T)               # (B, B)
+    B, xp = logits_per_text.shape[0], get_array_module(logits_per_text.data)
+    same = positive_pairs(keys, xp)
+    targets = xp.eye(B, dtype=logits_per_text.dtype) if same is None else multi_positive_targets(
+        same, logits_per_text.dtype)                                                  # (B, B)
+    padded = xp.concatenate([targets, xp.zeros((B, logits_per_image.shape[1] - B), targets.dtype)], axis=1)
+    return (soft_cross_entropy(logits_per_image, padded) + soft_cross_entropy(logits_per_text, targets)) / 2
 
 
 def soft_cross_entropy(logits, targets):

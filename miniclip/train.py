@@ -48,7 +48,7 @@ from tqdm import tqdm
 from miniclip import amp, backend, distributed, optim
 from miniclip.checkpoint import atomic_write, read_safetensors_metadata
 from miniclip.creation import manual_seed
-from miniclip.losses import clip_loss, siglip_loss
+from miniclip.losses import clip_loss, clip_loss_with_negatives, siglip_loss
 from miniclip.models import create_model, load_checkpoint, load_tokenizer
 from miniclip.models.config import load_config
 from miniclip.ops import concat
@@ -106,23 +106,37 @@ def lock_towers(model, args):
                 p.requires_grad = False
 
 
-def contrastive_loss(model, image_features, text_features, logit_scale, keys=None):
+def contrastive_loss(model, image_features, text_features, logit_scale, keys=None, negative_features=None):
     """The CLIP loss, or the SigLIP loss when the model has a logit bias; keys (B,): the
-    multi-positive form, every pair with the same key a positive (miniclip/losses.py)."""
+    multi-positive form, every pair with the same key a positive; negative_features (N, D): extra
+    captions that match no image (NegCLIP, CLIP loss only) (miniclip/losses.py)."""
+    if negative_features is not None:
+        return clip_loss_with_negatives(image_features, text_features, negative_features, logit_scale, keys)
     if model.logit_bias is None:
         return clip_loss(image_features, text_features, logit_scale, keys)
     return siglip_loss(image_features, text_features, logit_scale, model.logit_bias, keys)
 
 
-def forward_backward(model, images, tokens, accum_freq, loss_fn=None, loss_scale=1.0, keys=None):
+def uses_hard_negatives(args, model, dist=None):
+    """Whether the loss takes the data's hard negative captions (when it makes any): the CLIP loss
+    of one process with --accum-freq 1, unless --no-hard-negatives."""
+    return not args.no_hard_negatives and model.logit_bias is None and args.accum_freq == 1 and dist is None
+
+
+def forward_backward(model, images, tokens, accum_freq, loss_fn=None, loss_scale=1.0, keys=None,
+                     negative_tokens=None):
     """Backward the loss of the whole batch (see the module docstring); return its value, a Python
     float: on a GPU, the one read of the step's results that every step makes (the NaN stop needs it).
     loss_fn(image_features, text_features, logit_scale): by default contrastive_loss(model, ...),
     multi-positive with `keys` (B,) of the whole batch, every micro-batch's loss included.
-    loss_scale: backward loss * loss_scale (float16 loss scaling, miniclip/amp.py)."""
+    loss_scale: backward loss * loss_scale (float16 loss scaling, miniclip/amp.py).
+    negative_tokens (N, T): hard negative captions in the loss (accum_freq 1 and the default loss_fn only)."""
+    if negative_tokens is not None and (accum_freq != 1 or loss_fn is not None):
+        raise ValueError("hard negative captions need accum_freq 1 and the default loss")
     if loss_fn is None:
         def loss_fn(image_features, text_features, logit_scale):
-            return contrastive_loss(model, image_features, text_features, logit_scale, keys)
+            negative_features = None if negative_tokens is None else model.encode_text(negative_tokens, normalize=True)
+            return contrastive_loss(model, image_features, text_features, logit_scale, keys, negative_features)
     if accum_freq == 1:
         image_features = model.encode_image(Tensor(images), normalize=True)
         text_features = model.encode_text(tokens, normalize=True)
@@ -320,12 +334,15 @@ def run(args, device, argv, dist=None):
                 lr = schedule(progress["step"])
                 optimizer.zero_grad()
                 keys = None if args.no_multi_positive or dist else data.pair_keys(tokens)   # on the host
+                negatives = (data.negative_tokens(tokens, np.random.default_rng((args.seed, progress["step"])))
+                             if uses_hard_negatives(args, model, dist) else None)
                 # The token ids stay on the host: the model checks them there and its embedding
                 # copies them to the device (models/clip.py), so they cost no device-to-host transfer.
                 images = backend.batch_to_device(images, device)
                 with amp.autocast(low_precision):
                     loss = forward_backward(model, images, tokens, args.accum_freq, loss_fn,
-                                            loss_scale=1.0 if scaler is None else scaler.scale, keys=keys)
+                                            loss_scale=1.0 if scaler is None else scaler.scale, keys=keys,
+                                            negative_tokens=negatives)
                 if dist is not None:
                     dist.simulate_failure(progress["step"] + 1)
                     dist.all_reduce_gradients(model.parameters())

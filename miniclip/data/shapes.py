@@ -61,7 +61,7 @@ SHAPE_WORDS = {
     "star": ("star",),
 }
 # The radius of the disc a shape fits in, as a fraction of the image size.
-SIZES = {"small": (0.10, 0.13), "big": (0.17, 0.21)}
+SIZES = {"small": (0.14, 0.17), "big": (0.19, 0.22)}
 SIZE_WORDS = {"small": ("small", "little"), "big": ("big", "large")}
 # The relation says where objects[0] (the caption's subject) is relative to objects[1].
 # The phrasings of opposite relations are parallel lists, so a reversed relation keeps its wording.
@@ -84,7 +84,7 @@ SEEN_PAIRS = tuple(pair for pair in ALL_PAIRS if pair not in HELD_OUT)
 SPLITS = ("train", "val", "heldout", "style")
 BACKGROUNDS = ("dark", "light", "tinted", "gradient", "texture", "noise")
 HELD_OUT_STYLE = ("light", "outline")   # outlined shapes on a light background: the "style" split only
-ONE_OBJECT_SHARE = 0.5   # of the two-object datasets' images, the share with one object
+ONE_OBJECT_SHARE = 0.75   # of the two-object datasets' images, the share with one object
 MAX_ANGLE = np.radians(25)   # turns beyond +-30 degrees would make a turned square a diamond
 ASPECTS = (0.85, 1.18)       # width / height stretch of a shape
 TASKS = ("caption", "shape", "color", "color_shape")
@@ -391,6 +391,49 @@ def caption_meaning(text):
     if relation in ("right", "below"):
         objects, relation = objects[::-1], OPPOSITE[relation]
     return (objects[0], relation, objects[1])
+
+
+def caption_hard_negative(text, rng):
+    """A false caption made of the caption's own words, for the NegCLIP loss
+    (miniclip/losses.py: clip_loss_with_negatives); None for text that names no shape.
+
+    Two objects: the colours swapped, the shapes swapped, or the relation reversed (drawn with
+    rng; hard_negatives(scene) makes the same from a scene, for the evaluation). One object: its
+    shape or its colour replaced by another. Either way only the binding of words to things
+    changes, so the towers must learn which colour and which shape are where to score it below
+    the truth, not just which words occur.
+    """
+    words = text.replace(".", " . ").split()
+    shape_phrases = [(tuple(word.split()), shape) for shape, synonyms in SHAPE_WORDS.items() for word in synonyms]
+    objects = []   # (colour index, shape start, shape end, shape) of each "colour shape" in order
+    for i, word in enumerate(words):
+        for phrase, shape in shape_phrases:
+            if word in COLORS and tuple(words[i + 1:i + 1 + len(phrase)]) == phrase:
+                objects.append((i, i + 1, i + 1 + len(phrase), shape))
+    if len(objects) == 1:
+        (c, start, end, shape), = objects
+        if rng.random() < 0.5:
+            words[c] = str(rng.choice([color for color in COLORS if color != words[c]]))
+        else:
+            other = str(rng.choice([s for s in SHAPES if s != shape]))
+            words[start:end] = SHAPE_WORDS[other][rng.integers(len(SHAPE_WORDS[other]))].split()
+    elif len(objects) == 2:
+        (c0, s0, e0, shape0), (c1, s1, e1, shape1) = objects
+        kinds = ["swap_colors", "reverse_relation"] + (["swap_shapes"] if shape0 != shape1 else [])
+        kind = kinds[rng.integers(len(kinds))]
+        if kind == "swap_colors":
+            words[c0], words[c1] = words[c1], words[c0]
+        elif kind == "swap_shapes":
+            words = words[:s0] + words[s1:e1] + words[e0:s1] + words[s0:e0] + words[e1:]
+        else:
+            between = " ".join(words[e0:c1])   # the relation's phrasing sits between the two objects
+            phrase, name, k = max(((phrase, name, k) for name, phrasings in RELATIONS.items()
+                                   for k, phrase in enumerate(phrasings) if f" {phrase} " in f" {between} "),
+                                  key=lambda found: len(found[0]))   # "to the left of", not "left of"
+            words = words[:e0] + between.replace(phrase, RELATIONS[OPPOSITE[name]][k], 1).split() + words[c1:]
+    else:
+        return None
+    return " ".join(words).replace(" .", ".")
 
 
 def zeroshot_classes(task):

@@ -30,7 +30,7 @@ import numpy as np
 from miniclip.data import (CsvDataset, FashionMNIST, ImageClassFolder, ImageTextFolder, Loader,
                            ShapesDataset, image_transform)
 from miniclip.data.files import read_caption
-from miniclip.data.shapes import caption, caption_meaning, hard_negatives
+from miniclip.data.shapes import caption, caption_hard_negative, caption_meaning, hard_negatives
 from miniclip.tokenizer import Tokenizer, train_bpe
 
 VOCABULARY_CAPTIONS = 20_000   # captions read to learn a vocabulary
@@ -74,6 +74,7 @@ class RunData:
     tokenizer: Tokenizer = None
     class_of_caption: dict = field(default_factory=dict)   # token row (bytes) -> class index
     caption_key: object = None   # caption text -> a hashable key (or None: no key), for pair_keys
+    hard_negative: object = None   # (caption text, rng) -> a false caption in its words, or None
 
     def pair_keys(self, tokens):
         """keys (B,) int64 of a batch's token ids (B, T), a host array: the class of each caption
@@ -88,6 +89,16 @@ class RunData:
                 key = None if meaning is None else ("meaning", meaning)
             keys[i] = numbers.setdefault(key or ("row", row.tobytes()), len(numbers))
         return keys
+
+
+    def negative_tokens(self, tokens, rng):
+        """Token ids (N, T) of a hard negative caption for each caption of the batch that has one
+        (shapes.caption_hard_negative), drawn with rng; None when the data makes none."""
+        if self.hard_negative is None:
+            return None
+        negatives = [self.hard_negative(text, rng) for text in self.tokenizer.decode(np.asarray(tokens))]
+        negatives = [text for text in negatives if text is not None]
+        return self.tokenizer(negatives) if negatives else None
 
 
 def caption_classes(dataset):
@@ -172,8 +183,9 @@ def build_data(args, image_size, context_length, tokenizer=None):
         tokenizer = Tokenizer(args.tokenizer, context_length=context_length)
     if tokenizer is None:
         tokenizer = train_bpe(captions_of(train), args.vocab_size, context_length=context_length, exact=False)
-    caption_key = caption_meaning if isinstance(train, ShapesDataset) else None
-    return RunData(train, val, zeroshot, negatives, tokenizer, class_of_caption(train, tokenizer), caption_key)
+    shapes = isinstance(train, ShapesDataset)
+    return RunData(train, val, zeroshot, negatives, tokenizer, class_of_caption(train, tokenizer),
+                   caption_meaning if shapes else None, caption_hard_negative if shapes else None)
 
 
 def hard_negative_scenes(dataset, count):

@@ -75,6 +75,9 @@ def build_parser():
     opt.add_argument("--no-multi-positive", action="store_true",
                      help="the one-hot contrastive loss even when a batch repeats a caption or a class "
                           "(default: such pairs are positives too, miniclip/losses.py)")
+    opt.add_argument("--no-hard-negatives", action="store_true",
+                     help="no extra false captions in the loss (default on the shapes data: each caption's "
+                          "colours, shapes or relation swapped, NegCLIP; CLIP loss, --accum-freq 1, one process)")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                      help="amp: float16 matmuls with loss scaling; amp_bf16: bfloat16 matmuls; weights, "

@@ -343,3 +343,28 @@ def test_a_dataset_that_fits_keeps_its_drawn_images(monkeypatch):
     np.testing.assert_array_equal(first, render(dataset.scene(1), 32))
     monkeypatch.setattr(shapes, "CACHE_BYTES", 4 * 32 * 32 * 3 - 1)
     assert ShapesDataset(4, 32).drawn is None                      # too big: drawn on every read
+
+
+def test_caption_hard_negatives_rebind_the_captions_own_words():
+    """A two-object caption's negative keeps its words (colours or shapes trade places, or the
+    relation turns round); a one-object caption's names another colour or shape. Either way it
+    means something else, and text that names no shape has none."""
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for index in range(300):
+        scene = make_scene(4, "train", index, 32)
+        text = caption(scene)
+        negative = shapes.caption_hard_negative(text, rng)
+        meaning, negative_meaning = caption_meaning(text), caption_meaning(negative)
+        assert negative_meaning is not None and negative_meaning != meaning
+        if len(scene.objects) == 1:
+            (color, shape), = meaning
+            (new_color, new_shape), = negative_meaning
+            assert (new_color == color) != (new_shape == shape)   # exactly one of them changed
+            kinds.add("one_" + ("shape" if new_color == color else "color"))
+        else:
+            negatives = {caption_meaning(n) for n in hard_negatives(scene).values()}
+            assert negative_meaning in negatives   # one of the evaluation's hard negatives
+            kinds.add(next(k for k, n in hard_negatives(scene).items() if caption_meaning(n) == negative_meaning))
+    assert kinds == {"one_shape", "one_color", "swap_colors", "swap_shapes", "reverse_relation"}
+    assert shapes.caption_hard_negative("a dog on a beach.", rng) is None

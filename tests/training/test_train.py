@@ -235,6 +235,20 @@ def test_pair_keys_on_shapes_join_captions_that_mean_the_same():
     assert list(keys) == [0, 0, 1, 2, 2]
 
 
+def test_shapes_runs_add_hard_negative_captions_unless_turned_off(run_flags):
+    flags = run_flags + ["--max-steps", "2"]
+    with_negatives = [loss for _, loss in step_losses(run(flags, "negatives")[1])]
+    without = [loss for _, loss in step_losses(run(flags + ["--no-hard-negatives"], "plain")[1])]
+    assert with_negatives[0] > without[0] + 1e-3   # the same weights and batch, more captions to beat
+
+
+def test_hard_negatives_need_the_default_loss_and_one_micro_batch(tiny_model):
+    model = miniclip.create_model(json.load(open(tiny_model)))
+    images, tokens = np.zeros((4, 3, 16, 16), np.float32), np.ones((4, 24), np.int64)
+    with pytest.raises(ValueError, match="accum_freq 1"):
+        train.forward_backward(model, images, tokens, 2, negative_tokens=tokens[:2])
+
+
 def test_the_logit_scale_is_clamped_to_100(run_flags, tiny_model):
     config = json.load(open(tiny_model))
     config["init_logit_scale"] = 5.0   # exp(5) = 148
