@@ -393,15 +393,17 @@ def caption_meaning(text):
     return (objects[0], relation, objects[1])
 
 
-def caption_hard_negative(text, rng):
+def caption_hard_negative(text, rng, avoid=HELD_OUT):
     """A false caption made of the caption's own words, for the NegCLIP loss
     (miniclip/losses.py: clip_loss_with_negatives); None for text that names no shape.
 
-    Two objects: the colours swapped, the shapes swapped, or the relation reversed (drawn with
-    rng; hard_negatives(scene) makes the same from a scene, for the evaluation). One object: its
-    shape or its colour replaced by another. Either way only the binding of words to things
-    changes, so the towers must learn which colour and which shape are where to score it below
-    the truth, not just which words occur.
+    Two objects: the colours swapped, the shapes swapped, or the relation reversed (what
+    hard_negatives(scene) makes from a scene for the evaluation). One object: its colour or its
+    shape replaced by another. Either way the words stay and what they say changes, so the towers
+    must learn which colour and which shape are where to score it below the truth, not just which
+    words occur. Negatives that would name a colour-shape pair of `avoid` are not made: the
+    held-out pairs must never be written in training, not even as a false caption (the model
+    would learn that "red star" matches nothing).
     """
     words = text.replace(".", " . ").split()
     shape_phrases = [(tuple(word.split()), shape) for shape, synonyms in SHAPE_WORDS.items() for word in synonyms]
@@ -410,30 +412,32 @@ def caption_hard_negative(text, rng):
         for phrase, shape in shape_phrases:
             if word in COLORS and tuple(words[i + 1:i + 1 + len(phrase)]) == phrase:
                 objects.append((i, i + 1, i + 1 + len(phrase), shape))
+    candidates = []
     if len(objects) == 1:
         (c, start, end, shape), = objects
-        if rng.random() < 0.5:
-            words[c] = str(rng.choice([color for color in COLORS if color != words[c]]))
-        else:
-            other = str(rng.choice([s for s in SHAPES if s != shape]))
-            words[start:end] = SHAPE_WORDS[other][rng.integers(len(SHAPE_WORDS[other]))].split()
+        candidates += [words[:c] + [color] + words[c + 1:] for color in COLORS if color != words[c]]
+        candidates += [words[:start] + SHAPE_WORDS[other][0].split() + words[end:] for other in SHAPES if other != shape]
     elif len(objects) == 2:
         (c0, s0, e0, shape0), (c1, s1, e1, shape1) = objects
-        kinds = ["swap_colors", "reverse_relation"] + (["swap_shapes"] if shape0 != shape1 else [])
-        kind = kinds[rng.integers(len(kinds))]
-        if kind == "swap_colors":
-            words[c0], words[c1] = words[c1], words[c0]
-        elif kind == "swap_shapes":
-            words = words[:s0] + words[s1:e1] + words[e0:s1] + words[s0:e0] + words[e1:]
-        else:
-            between = " ".join(words[e0:c1])   # the relation's phrasing sits between the two objects
-            phrase, name, k = max(((phrase, name, k) for name, phrasings in RELATIONS.items()
-                                   for k, phrase in enumerate(phrasings) if f" {phrase} " in f" {between} "),
-                                  key=lambda found: len(found[0]))   # "to the left of", not "left of"
-            words = words[:e0] + between.replace(phrase, RELATIONS[OPPOSITE[name]][k], 1).split() + words[c1:]
-    else:
-        return None
-    return " ".join(words).replace(" .", ".")
+        swapped = list(words)
+        swapped[c0], swapped[c1] = words[c1], words[c0]
+        candidates.append(swapped)
+        if shape0 != shape1:
+            candidates.append(words[:s0] + words[s1:e1] + words[e0:s1] + words[s0:e0] + words[e1:])
+        between = " ".join(words[e0:c1])   # the relation's phrasing sits between the two objects
+        phrase, name, k = max(((phrase, name, k) for name, phrasings in RELATIONS.items()
+                               for k, phrase in enumerate(phrasings) if f" {phrase} " in f" {between} "),
+                              key=lambda found: len(found[0]))   # "to the left of", not "left of"
+        candidates.append(words[:e0] + between.replace(phrase, RELATIONS[OPPOSITE[name]][k], 1).split() + words[c1:])
+    negatives = [" ".join(c).replace(" .", ".") for c in candidates]
+    negatives = [n for n in negatives if not set(_pairs_named(n)) & set(avoid)]
+    return negatives[rng.integers(len(negatives))] if negatives else None
+
+
+def _pairs_named(text):
+    """The (colour, shape) pairs a caption names."""
+    meaning = caption_meaning(text) or ()
+    return [part for part in meaning if isinstance(part, tuple)]
 
 
 def zeroshot_classes(task):

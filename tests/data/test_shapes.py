@@ -357,6 +357,7 @@ def test_caption_hard_negatives_rebind_the_captions_own_words():
         negative = shapes.caption_hard_negative(text, rng)
         meaning, negative_meaning = caption_meaning(text), caption_meaning(negative)
         assert negative_meaning is not None and negative_meaning != meaning
+        assert not {part for part in negative_meaning if isinstance(part, tuple)} & set(HELD_OUT)
         if len(scene.objects) == 1:
             (color, shape), = meaning
             (new_color, new_shape), = negative_meaning
