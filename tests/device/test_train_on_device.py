@@ -1,5 +1,6 @@
 """`python -m miniclip.train --device cuda` in every mode, on the strict CuPy stand-in with the
 reference kernels: any implicit host conversion or host array mixed into device work fails the run."""
+import json
 import os
 import shutil
 
@@ -45,3 +46,15 @@ def test_a_device_run_resumes_exactly(tmp_path):
     assert "resumed from" in result.stdout
     whole = step_losses(tmp_path / "logs" / "whole")
     assert len(whole) == 4 and step_losses(tmp_path / "logs" / "resumed") == whole[2:]
+
+
+@pytest.mark.slow
+def test_a_resnet_image_tower_trains_on_the_device(tmp_path):
+    """OpenAI's modified ResNet (convolutions, batch norm, attention pooling) on the device."""
+    config = tmp_path / "tiny_resnet.json"
+    config.write_text(json.dumps({
+        "embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8},
+        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    flags = train_flags(tmp_path / "logs", config) + ["--name", "resnet", "--device", "cuda"]
+    result, _ = on_standin("miniclip.train", flags, tmp_path)
+    assert "on cuda" in result.stdout and len(step_losses(tmp_path / "logs" / "resnet")) == 2
