@@ -80,8 +80,9 @@ def build_parser():
                           "colours, shapes or relation swapped, NegCLIP; CLIP loss, --accum-freq 1, one process)")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
-                     help="amp: float16 matmuls with loss scaling; amp_bf16: bfloat16 matmuls; weights, "
-                          "norms, softmax and loss stay float32 (see miniclip/amp.py)")
+                     help="amp: float16 matmuls with loss scaling; amp_bf16: bfloat16 matmuls, emulated (neither "
+                          "NumPy nor CuPy has a bfloat16 dtype: float32 arrays rounded to bfloat16, so its "
+                          "numerics at float32's speed); weights, norms, softmax and loss stay float32 (miniclip/amp.py)")
     opt.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto: the GPU when CuPy sees one, else the CPU")
 

@@ -379,3 +379,9 @@ def test_learns_to_classify_the_real_fashion_mnist_test_split(run_flags, monkeyp
     assert code == 0
     evals = [r for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if "eval" in r]
     assert evals[-1]["eval"]["zeroshot_fashion_mnist_top1"] > 0.4, evals[-1]   # chance: 0.1
+
+
+def test_help_says_that_bfloat16_is_emulated(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert "amp_bf16: bfloat16 matmuls, emulated" in " ".join(capsys.readouterr().out.split())
