@@ -188,13 +188,16 @@ def nvrtc_ptx(source, name, cc):
     _, program = nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], [])
     options = [f"--gpu-architecture=compute_{cc[0]}{cc[1]}".encode()]
     status, = nvrtc.nvrtcCompileProgram(program, len(options), options)
+    # NVRTC writes into the buffers it is given: they must be bytearrays. An immutable bytes would
+    # be changed under Python's feet: b" " * 1 is CPython's one shared b" ", and an empty log (one
+    # NUL byte) turned every b" " of the process into b"\x00" (safetensors headers broke after it).
     _, size = nvrtc.nvrtcGetProgramLogSize(program)
-    log = b" " * size
+    log = bytearray(size)
     nvrtc.nvrtcGetProgramLog(program, log)
     if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
         raise RuntimeError(f"NVRTC could not compile {name}:\n{log.decode(errors='replace')}")
     _, size = nvrtc.nvrtcGetPTXSize(program)
-    ptx = b" " * size
+    ptx = bytearray(size)
     nvrtc.nvrtcGetPTX(program, ptx)
     nvrtc.nvrtcDestroyProgram(program)
     return ptx.decode().rstrip("\x00 ")

@@ -106,3 +106,15 @@ def test_nvrtc_rejects_what_nvcc_accepts_and_compiles_cupy_raw():
         compile_check.nvrtc_ptx("extern \"C\" __global__ void k(double* x) { x[0] = -INFINITY; }", "k.cu", (8, 0))
     for dtype_name in cupy_raw.CTYPES:
         assert ".entry softmax_xent_forward" in compile_check.nvrtc_ptx(cupy_raw.source_for(dtype_name), "x.cu", (9, 0))
+
+
+def test_nvrtc_leaves_python_s_own_bytes_alone():
+    """NVRTC writes its log and PTX into the buffers it gets; given bytes, it once wrote a NUL into
+    CPython's shared one-byte b" " (an empty log is one byte), and every b" " in the process changed."""
+    try:
+        from cuda.bindings import nvrtc
+        nvrtc.nvrtcVersion()
+    except Exception:
+        _missing_or_fail("NVRTC (cuda-bindings and nvidia-cuda-nvrtc)")
+    compile_check.nvrtc_ptx('extern "C" __global__ void k(float* x) { x[0] = 1; }', "k.cu", (8, 0))
+    assert b" " * 3 == bytes([32, 32, 32])
