@@ -37,31 +37,34 @@ CHUNK_SIZE = 16384       # elements of one tensor that a block updates in one go
                          # 151M parameters make ~9,300 chunks, a 150 KB table copied to the GPU per step
 
 
+@cuda.jit(device=True)
+def _update(param, exp_avg, exp_avg_sq, idx, g, decay, one_minus_beta1, beta2, one_minus_beta2, step_size,
+            bias_correction2_sqrt, eps):
+    """One element's AdamW step (reference.py's math), shared by every version: they differ only
+    in which thread updates which element."""
+    m = exp_avg[idx] + one_minus_beta1 * (g - exp_avg[idx])
+    v = exp_avg_sq[idx] * beta2 + one_minus_beta2 * g * g
+    denom = math.sqrt(v) / bias_correction2_sqrt + eps
+    param[idx] = param[idx] * decay - step_size * (m / denom)
+    exp_avg[idx] = m
+    exp_avg_sq[idx] = v
+
+
 @cuda.jit
 def adamw_v1(param, grad, exp_avg, exp_avg_sq, decay, one_minus_beta1, beta2, one_minus_beta2, step_size,
              bias_correction2_sqrt, eps):
     idx = cuda.grid(1)
     if idx < param.size:
-        g = grad[idx]
-        m = exp_avg[idx] + one_minus_beta1 * (g - exp_avg[idx])
-        v = exp_avg_sq[idx] * beta2 + one_minus_beta2 * g * g
-        denom = math.sqrt(v) / bias_correction2_sqrt + eps
-        param[idx] = param[idx] * decay - step_size * (m / denom)
-        exp_avg[idx] = m
-        exp_avg_sq[idx] = v
+        _update(param, exp_avg, exp_avg_sq, idx, grad[idx], decay, one_minus_beta1, beta2, one_minus_beta2,
+                step_size, bias_correction2_sqrt, eps)
 
 
 @cuda.jit
 def adamw_v2(param, grad, exp_avg, exp_avg_sq, decay, one_minus_beta1, beta2, one_minus_beta2, step_size,
              bias_correction2_sqrt, eps):
     for idx in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[idx]
-        m = exp_avg[idx] + one_minus_beta1 * (g - exp_avg[idx])
-        v = exp_avg_sq[idx] * beta2 + one_minus_beta2 * g * g
-        denom = math.sqrt(v) / bias_correction2_sqrt + eps
-        param[idx] = param[idx] * decay - step_size * (m / denom)
-        exp_avg[idx] = m
-        exp_avg_sq[idx] = v
+        _update(param, exp_avg, exp_avg_sq, idx, grad[idx], decay, one_minus_beta1, beta2, one_minus_beta2,
+                step_size, bias_correction2_sqrt, eps)
 
 
 @cuda.jit
@@ -75,14 +78,8 @@ def adamw_v3(param, grad, exp_avg, exp_avg_sq, chunks, tensors, hyper, chunk_siz
         decay, one_minus_beta1, beta2, one_minus_beta2 = hyper[t, 0], hyper[t, 1], hyper[t, 2], hyper[t, 3]
         step_size, bias_correction2_sqrt, eps = hyper[t, 4], hyper[t, 5], hyper[t, 6]
         for i in range(first + cuda.threadIdx.x, end, cuda.blockDim.x):
-            idx = offset + i
-            g = grad[grad_offset + i]
-            m = exp_avg[idx] + one_minus_beta1 * (g - exp_avg[idx])
-            v = exp_avg_sq[idx] * beta2 + one_minus_beta2 * g * g
-            denom = math.sqrt(v) / bias_correction2_sqrt + eps
-            param[idx] = param[idx] * decay - step_size * (m / denom)
-            exp_avg[idx] = m
-            exp_avg_sq[idx] = v
+            _update(param, exp_avg, exp_avg_sq, offset + i, grad[grad_offset + i], decay, one_minus_beta1, beta2,
+                    one_minus_beta2, step_size, bias_correction2_sqrt, eps)
 
 
 def _launch(kernel, blocks, threads, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):

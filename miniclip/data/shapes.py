@@ -361,6 +361,27 @@ def hard_negatives(scene):
     return negatives
 
 
+def _named_objects(words):
+    """(colour index, shape start, shape end, shape) of each "colour shape" phrase of a caption's
+    words, in order ("plus sign" is two words)."""
+    found = []
+    for i, word in enumerate(words):
+        for shape, synonyms in SHAPE_WORDS.items():
+            for phrase in synonyms:
+                if word in COLORS and words[i + 1:i + 1 + len(phrase.split())] == phrase.split():
+                    found.append((i, i + 1, i + 1 + len(phrase.split()), shape))
+    return found
+
+
+def _relation_phrase(words):
+    """(phrase, relation, which phrasing) of the longest relation phrasing in the words ("to the
+    left of", not the "left of" inside it), or None."""
+    text = f" {' '.join(words)} "
+    found = [(phrase, name, k) for name, phrasings in RELATIONS.items()
+             for k, phrase in enumerate(phrasings) if f" {phrase} " in text]
+    return max(found, key=lambda f: len(f[0])) if found else None
+
+
 def caption_meaning(text):
     """What a caption says, without its wording: ((colour, shape), ...) with the relation, or None.
 
@@ -374,16 +395,9 @@ def caption_meaning(text):
     key has to split captions into classes. Text that is not a caption of this dataset gives None.
     """
     words = text.replace(".", " ").split()
-    shape_of_word = {tuple(word.split()): shape for shape, synonyms in SHAPE_WORDS.items() for word in synonyms}
-    relation_of_words = {tuple(p.split()): name for name, phrasings in RELATIONS.items() for p in phrasings}
-    objects, relation = [], None
-    for i, word in enumerate(words):
-        for phrase, shape in shape_of_word.items():   # "plus sign" is two words
-            if word in COLORS and tuple(words[i + 1:i + 1 + len(phrase)]) == phrase:
-                objects.append((word, shape))
-        for phrase, name in relation_of_words.items():
-            if tuple(words[i:i + len(phrase)]) == phrase and len(objects) == 1:
-                relation = name
+    objects = [(words[c], shape) for c, _, _, shape in _named_objects(words)]
+    relation = _relation_phrase(words)
+    relation = None if relation is None else relation[1]
     if len(objects) == 1 and relation is None:
         return (objects[0],)
     if len(objects) != 2 or relation is None:
@@ -406,12 +420,7 @@ def caption_hard_negative(text, rng, avoid=HELD_OUT):
     would learn that "red star" matches nothing).
     """
     words = text.replace(".", " . ").split()
-    shape_phrases = [(tuple(word.split()), shape) for shape, synonyms in SHAPE_WORDS.items() for word in synonyms]
-    objects = []   # (colour index, shape start, shape end, shape) of each "colour shape" in order
-    for i, word in enumerate(words):
-        for phrase, shape in shape_phrases:
-            if word in COLORS and tuple(words[i + 1:i + 1 + len(phrase)]) == phrase:
-                objects.append((i, i + 1, i + 1 + len(phrase), shape))
+    objects = _named_objects(words)
     candidates = []
     if len(objects) == 1:
         (c, start, end, shape), = objects
@@ -424,10 +433,8 @@ def caption_hard_negative(text, rng, avoid=HELD_OUT):
         candidates.append(swapped)
         if shape0 != shape1:
             candidates.append(words[:s0] + words[s1:e1] + words[e0:s1] + words[s0:e0] + words[e1:])
-        between = " ".join(words[e0:c1])   # the relation's phrasing sits between the two objects
-        phrase, name, k = max(((phrase, name, k) for name, phrasings in RELATIONS.items()
-                               for k, phrase in enumerate(phrasings) if f" {phrase} " in f" {between} "),
-                              key=lambda found: len(found[0]))   # "to the left of", not "left of"
+        phrase, name, k = _relation_phrase(words[e0:c1])   # it sits between the two objects
+        between = " ".join(words[e0:c1])
         candidates.append(words[:e0] + between.replace(phrase, RELATIONS[OPPOSITE[name]][k], 1).split() + words[c1:])
     negatives = [" ".join(c).replace(" .", ".") for c in candidates]
     negatives = [n for n in negatives if not set(_pairs_named(n)) & set(avoid)]
