@@ -408,8 +408,14 @@ def caption_meaning(text):
 
 
 def caption_hard_negative(text, rng, avoid=HELD_OUT):
-    """A false caption made of the caption's own words, for the NegCLIP loss
-    (miniclip/losses.py: clip_loss_with_negatives); None for text that names no shape.
+    """One of caption_hard_negatives(text, avoid), drawn with rng; None when there is none."""
+    negatives = caption_hard_negatives(text, avoid)
+    return negatives[rng.integers(len(negatives))] if negatives else None
+
+
+def caption_hard_negatives(text, avoid=HELD_OUT):
+    """The false captions made of the caption's own words, for the NegCLIP loss
+    (miniclip/losses.py: clip_loss_with_negatives); [] for text that names no shape.
 
     Two objects: the colours swapped, the shapes swapped, or the relation reversed (what
     hard_negatives(scene) makes from a scene for the evaluation). One object: its colour or its
@@ -437,8 +443,7 @@ def caption_hard_negative(text, rng, avoid=HELD_OUT):
         between = " ".join(words[e0:c1])
         candidates.append(words[:e0] + between.replace(phrase, RELATIONS[OPPOSITE[name]][k], 1).split() + words[c1:])
     negatives = [" ".join(c).replace(" .", ".") for c in candidates]
-    negatives = [n for n in negatives if not set(_pairs_named(n)) & set(avoid)]
-    return negatives[rng.integers(len(negatives))] if negatives else None
+    return [n for n in negatives if not set(_pairs_named(n)) & set(avoid)]
 
 
 def _pairs_named(text):
