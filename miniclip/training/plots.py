@@ -7,10 +7,10 @@
 import json
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")   # files only, no window: also works on machines without a display
-import matplotlib.pyplot as plt  # noqa: E402
+# Figures built directly, not through pyplot: they draw to files on any machine (no display
+# needed) and leave pyplot's backend alone, so a notebook that imports the trainer still shows
+# its own plots inline.
+from matplotlib.figure import Figure
 
 
 def read_metrics(path):
@@ -22,7 +22,8 @@ def plot_training(records, path):
     steps = [r for r in records if "loss" in r]
     if not steps:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    fig = Figure(figsize=(13, 3.5))
+    axes = fig.subplots(1, 3)
     x = [r["step"] for r in steps]
     for ax, key, title in zip(axes, ("loss", "logit_scale", "lr"),
                               ("training loss", "logit scale exp(t)", "learning rate")):
@@ -31,7 +32,6 @@ def plot_training(records, path):
         ax.set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_accuracy(records, path):
@@ -40,7 +40,8 @@ def plot_accuracy(records, path):
                    if k.endswith("_top1") or k.startswith("hard_negatives") or k.endswith("R@1")})
     if not keys:
         return
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for key in keys:
         points = [(r["step"], r["eval"][key]) for r in evals if key in r["eval"]]
         ax.plot(*zip(*points), marker="o", label=key)
@@ -50,11 +51,11 @@ def plot_accuracy(records, path):
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_similarity(similarity, captions, path):
-    fig, ax = plt.subplots(figsize=(8, 7))
+    fig = Figure(figsize=(8, 7))
+    ax = fig.subplots()
     image = ax.imshow(similarity, cmap="viridis")
     ax.set_xticks(range(len(captions)), [c[:40] for c in captions], rotation=90, fontsize=6)
     ax.set_ylabel("val image")
@@ -62,7 +63,6 @@ def plot_similarity(similarity, captions, path):
     fig.colorbar(image)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_run(run_folder, plot_data=None):
