@@ -235,6 +235,23 @@ def test_pair_keys_on_shapes_join_captions_that_mean_the_same():
     assert list(keys) == [0, 0, 1, 2, 2]
 
 
+def test_negative_tokens_draw_one_of_each_captions_hard_negatives_as_drawn_from_the_text():
+    from miniclip.data.shapes import caption_hard_negative, caption_hard_negatives, caption_meaning
+    from miniclip.tokenizer import train_bpe
+    captions = ["a photo of a red disc.", "a blue box left of a green star.", "a dog.", "a red disc.",
+                "a photo of a red disc."]
+    tokenizer = train_bpe(captions + ["a purple pink yellow circle square triangle diamond cross plus sign "
+                                      "rhombus right above below over under"], 600, context_length=24, exact=False)
+    data = RunData(None, None, tokenizer=tokenizer, caption_key=caption_meaning, hard_negatives_of=caption_hard_negatives)
+    tokens = tokenizer(captions)
+    for seed in range(3):   # the second and third batches find every caption's negatives already kept
+        drawn = data.negative_tokens(tokens, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        from_text = [caption_hard_negative(text, rng) for text in captions]
+        np.testing.assert_array_equal(drawn, tokenizer([t for t in from_text if t is not None]))   # "a dog." has none
+    assert len(data._negatives) == 4   # one entry per distinct token row
+
+
 def test_shapes_runs_add_hard_negative_captions_unless_turned_off(run_flags):
     flags = run_flags + ["--max-steps", "2"]
     with_negatives = [loss for _, loss in step_losses(run(flags, "negatives")[1])]
