@@ -34,6 +34,7 @@ from miniclip.data.shapes import caption, caption_hard_negatives, caption_meanin
 from miniclip.tokenizer import Tokenizer, train_bpe
 
 VOCABULARY_CAPTIONS = 20_000   # captions read to learn a vocabulary
+CACHED_CAPTIONS = 32_768       # token rows whose keys and hard negatives RunData keeps
 
 
 class FirstN:
@@ -77,7 +78,9 @@ class RunData:
     hard_negatives_of: object = None   # caption text -> the false captions in its words (a list)
     # Per token row (bytes), for the shapes captions: what caption_key and hard_negatives_of made
     # of it, tokenized. Decoding and parsing every caption of every batch again took 7 ms a step at
-    # batch 64 (6% of the default run); the captions' grammar makes a few thousand distinct rows.
+    # batch 64 (6% of the default run). A dataset of N samples has at most N distinct captions;
+    # both caches are emptied when they reach CACHED_CAPTIONS rows (about 100 MB), so a huge
+    # generated dataset cannot grow them without bound.
     _keys: dict = field(default_factory=dict, repr=False)
     _negatives: dict = field(default_factory=dict, repr=False)
 
@@ -92,6 +95,8 @@ class RunData:
             key = ("class", self.class_of_caption[row_bytes]) if row_bytes in self.class_of_caption else None
             if key is None and self.caption_key is not None:
                 if row_bytes not in self._keys:
+                    if len(self._keys) >= CACHED_CAPTIONS:
+                        self._keys.clear()
                     meaning = self.caption_key(self.tokenizer.decode(row))
                     self._keys[row_bytes] = None if meaning is None else ("meaning", meaning)
                 key = self._keys[row_bytes]
@@ -107,6 +112,8 @@ class RunData:
         for row in np.ascontiguousarray(tokens):
             key = row.tobytes()
             if key not in self._negatives:
+                if len(self._negatives) >= CACHED_CAPTIONS:
+                    self._negatives.clear()
                 texts = self.hard_negatives_of(self.tokenizer.decode(row))
                 self._negatives[key] = self.tokenizer(texts) if texts else None
             candidates = self._negatives[key]

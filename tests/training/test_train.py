@@ -235,7 +235,10 @@ def test_pair_keys_on_shapes_join_captions_that_mean_the_same():
     assert list(keys) == [0, 0, 1, 2, 2]
 
 
-def test_negative_tokens_draw_one_of_each_captions_hard_negatives_as_drawn_from_the_text():
+@pytest.mark.parametrize("cached", [32_768, 2])   # 2: the caches are emptied mid-batch
+def test_negative_tokens_draw_one_of_each_captions_hard_negatives_as_drawn_from_the_text(cached, monkeypatch):
+    import miniclip.training.data as training_data
+    monkeypatch.setattr(training_data, "CACHED_CAPTIONS", cached)
     from miniclip.data.shapes import caption_hard_negative, caption_hard_negatives, caption_meaning
     from miniclip.tokenizer import train_bpe
     captions = ["a photo of a red disc.", "a blue box left of a green star.", "a dog.", "a red disc.",
@@ -249,7 +252,11 @@ def test_negative_tokens_draw_one_of_each_captions_hard_negatives_as_drawn_from_
         rng = np.random.default_rng(seed)
         from_text = [caption_hard_negative(text, rng) for text in captions]
         np.testing.assert_array_equal(drawn, tokenizer([t for t in from_text if t is not None]))   # "a dog." has none
-    assert len(data._negatives) == 4   # one entry per distinct token row
+        keys = data.pair_keys(tokens)
+        assert list(keys) == [0, 1, 2, 0, 0]   # "a red disc." means what "a photo of a red disc." does
+    assert len(data._negatives) <= min(4, cached) and len(data._keys) <= min(4, cached)
+    if cached > 4:
+        assert len(data._negatives) == 4   # one entry per distinct token row, kept across batches
 
 
 def test_shapes_runs_add_hard_negative_captions_unless_turned_off(run_flags):
