@@ -21,6 +21,8 @@ import json
 import statistics
 import time
 
+from miniclip.errors import UserError
+
 FAMILIES = ("softmax_xent", "layer_norm", "attention", "conv2d", "adamw")
 
 
@@ -103,7 +105,7 @@ def main(argv=None):
     if args.command == "learn":
         try:
             bench_learn.main(args, [a for a in train_argv if a != "--"])
-        except bench_learn.UsageError as e:
+        except UserError as e:   # a flag it cannot measure, or a bad train flag, file or checkpoint
             learn.error(str(e))
         return
     if train_argv:

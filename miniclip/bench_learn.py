@@ -30,6 +30,7 @@ import numpy as np
 
 from miniclip import backend, optim
 from miniclip.creation import manual_seed
+from miniclip.errors import UserError
 from miniclip.data import ShapesDataset
 from miniclip.models import create_model
 from miniclip.training.data import ZeroShotSet, build_data, train_loader
@@ -41,10 +42,6 @@ THRESHOLDS = (0.5, 0.8, 0.9)
 FINAL_KEYS = ("zeroshot_seen_top1", "zeroshot_unseen_top1", "zeroshot_style_top1",
               "hard_negatives_swap_colors", "hard_negatives_swap_shapes", "hard_negatives_reverse_relation",
               "val_image_to_text_R@1")
-
-
-class UsageError(ValueError):
-    """A flag this bench cannot measure: python -m miniclip.bench reports it as a usage error (exit 2)."""
 
 
 def add_arguments(parser):
@@ -134,9 +131,9 @@ def run(bench_args, train_argv):
 
     args = parse_args(list(train_argv) + ["--no-progress"])
     if args.train_data or args.dataset != "shapes":
-        raise UsageError("it measures the built-in shapes data: leave out --train-data and --dataset")
+        raise UserError("it measures the built-in shapes data: leave out --train-data and --dataset")
     if bench_args.eval_every < 1 or bench_args.eval_samples < 1:
-        raise UsageError("--eval-every and --eval-samples must be at least 1")
+        raise UserError("--eval-every and --eval-samples must be at least 1")
     device = choose_device(args.device)
     backend.reuse_freed_host_memory()
     config, data, model, optimizer, loader, schedule, total_steps = build(args)
