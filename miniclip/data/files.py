@@ -13,11 +13,15 @@ non-image files, empty captions).
 """
 from PIL import Image
 
+from miniclip.errors import UserError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-class BadSampleError(Exception):
-    """A sample whose data cannot be used; the message names the sample (file, CSV line, ...)."""
+class BadSampleError(UserError):
+    """A sample whose data cannot be used; the message names the sample (file, CSV line, ...).
+
+    A UserError: a command that stops on it prints the message, not a traceback."""
 
 
 def open_image(path, where):

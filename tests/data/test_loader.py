@@ -1,12 +1,14 @@
 """The threaded loader: same batches for any number of workers, errors, shutdown, sharding."""
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
 
 from miniclip.data.files import BadSampleError
-from miniclip.data.loader import THREAD_NAME, Loader
+from miniclip.data.loader import MIN_TRIED, THREAD_NAME, Loader
+from miniclip.errors import UserError
 from miniclip.data.shapes import ShapesDataset
 from miniclip.data.transforms import image_transform
 
@@ -119,6 +121,111 @@ def test_bad_samples_stop_the_epoch_or_are_skipped_and_counted():
                                                ["caption 4", "caption 6", "caption 7"]]
     assert loader.skipped == [f"number {i}: bad data" for i in (1, 5, 8, 9, 10, 11)]
     assert loader_threads() == []
+
+
+def values_of(batches):
+    return [[int(v) for v in images.ravel()] for images, _ in batches]
+
+
+def train_like_the_trainer(loader, total_steps, resume_at=None):
+    """The trainer's loop (miniclip/train.py): count steps and batches, start each epoch at the batch
+    it stopped at, a new epoch when the batch count reaches len(loader). Optionally stop at step
+    `resume_at` and go on as a resumed run would (from (epoch, batch) alone). The sample values of
+    each step; passes over the loader are bounded, so a loader that ends epochs early fails here
+    instead of hanging."""
+    steps, epoch, batch = [], 0, 0
+    for _ in range(3 * total_steps):
+        for images, _ in loader.epoch(epoch, start=batch):
+            steps.append([int(v) for v in images.ravel()])
+            batch += 1
+            if len(steps) in (total_steps, resume_at):
+                break
+        if batch == len(loader):
+            epoch, batch = epoch + 1, 0
+        if len(steps) == total_steps:
+            return steps
+    raise AssertionError(f"the loop made {len(steps)} of {total_steps} steps in {3 * total_steps} passes")
+
+
+@pytest.mark.parametrize("bad", [{3, 11}, {0, 1, 2, 3}, {16, 17, 18, 19}, {2, 7, 12, 13, 14, 15}],
+                         ids=["scattered", "first-batch", "last-batch", "a-whole-batch"])
+def test_training_batches_stay_full_and_exact_with_bad_samples(bad):
+    """With drop_last (the trainer's loader) every batch is full, the epoch has len(loader) batches
+    whatever is bad, and a batch depends on (seed, epoch, k) only: resumed runs get the same."""
+    def loader(workers=2):
+        return Loader(Numbers(20, bad=bad), 4, first_pixel, workers=workers, shuffle=False, drop_last=True,
+                      skip_bad_samples=True)
+    with pytest.warns(UserWarning, match=f"skipped {len(bad)} bad samples in epoch 0"):
+        batches = values_of(loader().epoch(0))
+    assert len(batches) == 5 and all(len(b) == 4 for b in batches)
+    for values, own in zip(batches, np.arange(20).reshape(5, 4).tolist()):
+        good = [i for i in own if i not in bad]
+        assert values[:len(good)] == good                  # its own good samples, in order
+        # then the next good samples after the batch, wrapping around; none twice in a batch
+        after = [i % 20 for i in range(own[-1] + 1, own[-1] + 20) if i % 20 not in bad and i % 20 not in own]
+        assert values[len(good):] == after[:4 - len(good)]
+    # Any number of workers, any start: the same batches.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert values_of(loader(workers=0).epoch(0)) == batches
+        assert values_of(loader(workers=3).epoch(0, start=2)) == batches[2:]
+
+
+def test_the_trainers_loop_ends_and_a_resumed_run_sees_the_same_steps():
+    """Bad first batch (was: one batch trained twice), bad last batch (was: a hang after step 1)."""
+    for bad in ({0, 1, 2, 3}, {16, 17, 18, 19}, {5}):
+        loader = Loader(Numbers(20, bad=bad), 4, first_pixel, workers=2, seed=7, drop_last=True,
+                        skip_bad_samples=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            whole = train_like_the_trainer(loader, total_steps=12)
+            resumed = train_like_the_trainer(loader, total_steps=12, resume_at=7)
+        assert resumed == whole
+        first_epoch = whole[:5]
+        assert all(len(step) == 4 for step in whole)
+        assert len({tuple(step) for step in first_epoch}) == 5   # no batch trained twice
+
+
+def test_a_dataset_whose_samples_are_all_bad_stops_with_a_user_error():
+    """Was: the epoch yielded nothing and the trainer's loop went round for ever at step 0."""
+    for drop_last, message in ((True, r"batch 0 of epoch 0 cannot be filled: 16 of the 16 samples of this rank "
+                                      r"are bad, 0 good"),
+                               (False, r"epoch 0 has no batch: all 16 samples tried are bad")):
+        loader = Loader(Numbers(16, bad=range(16)), 4, first_pixel, workers=2, shuffle=False,
+                        drop_last=drop_last, skip_bad_samples=True)
+        with pytest.raises(UserError, match=message + r".*the first: number 0: bad data; number 1: bad data; "
+                                                      r"number 2: bad data$"):
+            list(loader.epoch(0))
+        assert loader_threads() == []
+
+
+def test_more_than_half_bad_stops_once_enough_were_tried():
+    bad = [i for i in range(200) if i % 3 != 0]                     # two thirds bad
+    loader = Loader(Numbers(200, bad=bad), 4, first_pixel, workers=2, shuffle=False, skip_bad_samples=True)
+    with pytest.raises(UserError, match=r"too many bad samples to skip: \d+ of the \d+ samples tried in epoch 0 "
+                                        r"are bad; the first: number 1: bad data"):
+        list(loader.epoch(0))
+    tried = MIN_TRIED if MIN_TRIED % 4 == 0 else MIN_TRIED + 4 - MIN_TRIED % 4
+    assert len(loader.skipped) <= tried   # it stopped at the first batch past MIN_TRIED samples
+    # The same fraction among fewer samples than MIN_TRIED is judged at the epoch's end.
+    loader = Loader(Numbers(9, bad={1, 2, 4, 5, 7}), 4, first_pixel, workers=0, shuffle=False,
+                    skip_bad_samples=True)
+    with pytest.raises(UserError, match="5 of the 9 samples tried in epoch 0 are bad"):
+        list(loader.epoch(0))
+    # Half bad is still skipped.
+    loader = Loader(Numbers(8, bad={0, 1, 2, 3}), 4, first_pixel, workers=0, shuffle=False,
+                    skip_bad_samples=True)
+    with pytest.warns(UserWarning, match="skipped 4 bad samples"):
+        assert values_of(loader.epoch(0)) == [[4, 5, 6, 7]]
+
+
+def test_bad_samples_on_data_parallel_ranks_keep_them_in_lockstep():
+    shards = [Loader(Numbers(50, bad={0, 7, 21, 33, 34}), 4, first_pixel, workers=1, seed=9, rank=rank,
+                     world_size=3, drop_last=True, skip_bad_samples=True) for rank in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sizes = [[len(b) for b in values_of(shard.epoch(1))] for shard in shards]
+    assert sizes == [[4] * 4] * 3
 
 
 @pytest.mark.parametrize("stop", ["break", "close"])
