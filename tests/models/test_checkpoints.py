@@ -1,5 +1,7 @@
 """Loading weights: OpenCLIP .safetensors files without torch, miniclip's own, and clear errors."""
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -13,16 +15,43 @@ TINY = dict(embed_dim=16, vision_cfg=dict(image_size=8, patch_size=4, width=16, 
 
 
 def test_safetensors_round_trip_keeps_values_dtypes_and_metadata(tmp_path):
+    """Every dtype miniclip writes, 0-d and zero-size arrays, a non-contiguous array."""
     rng = np.random.default_rng(0)
     tensors = {"a": rng.standard_normal((3, 5)).astype(np.float32), "b": np.arange(4, dtype=np.int64),
-               "scalar": np.array(2.5, dtype=np.float64), "half": rng.standard_normal(7).astype(np.float16)}
+               "scalar": np.array(2.5, dtype=np.float64), "half": rng.standard_normal(7).astype(np.float16),
+               "empty": np.zeros((0, 3), np.float32), "transposed": rng.standard_normal((4, 3)).T,
+               "mask": np.array([True, False, True])}
+    for dtype in (np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32, np.uint64):
+        info = np.iinfo(dtype)
+        tensors[np.dtype(dtype).name] = np.array([[info.min, 0], [1, info.max]], dtype)
     save_safetensors(tmp_path / "w.safetensors", tensors, {"note": "hello"})
     loaded, metadata = load_safetensors(tmp_path / "w.safetensors")
-    assert metadata == {"note": "hello"}
+    assert metadata == {"note": "hello"} and list(loaded) == list(tensors)
     for key, value in tensors.items():
-        assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape
-        np.testing.assert_array_equal(loaded[key], value)
+        assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape, key
+        np.testing.assert_array_equal(loaded[key], value, err_msg=key)
     assert not list(tmp_path.glob(".tmp-*"))                      # the temporary file was renamed
+
+
+def test_bf16_is_widened_to_float32_exactly(tmp_path):
+    """bfloat16 is the top 16 bits of a float32: values whose low 16 bits are zero come back as they were."""
+    values = np.array([[1.0, -2.5], [3.140625, 0.0]], np.float32)           # all exact in bf16
+    bf16 = (values.view(np.uint32) >> 16).astype("<u2")
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}}).encode()
+    (tmp_path / "bf16.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bf16.tobytes())
+    loaded, _ = load_safetensors(tmp_path / "bf16.safetensors")
+    assert loaded["w"].dtype == np.float32
+    np.testing.assert_array_equal(loaded["w"], values)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoint_permissions_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        save_safetensors(tmp_path / "w.safetensors", {"a": np.zeros(2, np.float32)})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "w.safetensors").st_mode) == 0o666 & ~umask
 
 
 @pytest.mark.oracle
