@@ -1,12 +1,14 @@
 """Benchmarks: `python -m miniclip.bench kernels` times every kernel implementation side by side;
 `python -m miniclip.bench step` times a whole training step (miniclip/bench_step.py);
-`python -m miniclip.bench learn` measures how many steps a recipe needs to learn (miniclip/bench_learn.py).
+`python -m miniclip.bench learn` measures how many steps a recipe needs to learn (miniclip/bench_learn.py);
+`python -m miniclip.bench accuracy` measures float32 gradients against float64, beside torch's (miniclip/bench_accuracy.py).
 
     python -m miniclip.bench kernels                       # every family, torch too when installed
     python -m miniclip.bench kernels --family attention --repeat 20
     python -m miniclip.bench kernels --json results.jsonl
     python -m miniclip.bench step --model tiny-vit-s --batch 64 --vs-openclip
     python -m miniclip.bench learn --eval-every 10 -- --lr 1e-3 --epochs 4   # any miniclip.train flags
+    python -m miniclip.bench accuracy --model tiny-rn-xs --seeds 2
 
 Each kernel family has a `bench.py` whose `benchmarks(torch)` yields
 `(case, {implementation: zero-argument callable}, (unit, work))`, where unit is "GB/s" (work in
@@ -101,6 +103,10 @@ def main(argv=None):
                                               "zero-shot; the flags after -- are miniclip.train's")
     from miniclip import bench_learn
     bench_learn.add_arguments(learn)
+    accuracy = commands.add_parser("accuracy", help="float32 gradients' error against float64, per parameter "
+                                                    "and per op, beside torch's")
+    from miniclip import bench_accuracy
+    bench_accuracy.add_arguments(accuracy)
     args, train_argv = parser.parse_known_args(argv)
     if args.command == "learn":
         try:
@@ -110,6 +116,13 @@ def main(argv=None):
         return
     if train_argv:
         parser.error(f"unrecognized arguments: {' '.join(train_argv)}")
+
+    if args.command == "accuracy":
+        try:
+            bench_accuracy.main(args)
+        except UserError as e:   # a bad count, model config or case file
+            accuracy.error(str(e))
+        return
 
     if args.command == "step":
         from miniclip import bench_step
