@@ -8,6 +8,7 @@ from miniclip.data.csv_dataset import CsvDataset
 from miniclip.data.files import BadSampleError
 from miniclip.data.loader import Loader
 from miniclip.data.transforms import image_transform
+from miniclip.errors import UserError
 
 
 def write_csv(path, rows, sep="\t"):
@@ -48,7 +49,8 @@ def test_quoted_captions_and_other_column_names(tmp_path, images):
                     '8\timages/a.jpg\tsecond\n')
     dataset = CsvDataset(path, img_key="image", caption_key="caption")
     assert dataset[0][1] == "a caption with a\ttab, a comma and\na new line"
-    assert dataset.describe(1) == f"{path} line 4"   # the quoted caption spans lines 2-3
+    assert dataset.describe(0) == f"{path} lines 2-3"   # the quoted caption spans lines 2-3
+    assert dataset.describe(1) == f"{path} line 4"
 
 
 def test_excel_file_with_byte_order_mark_and_windows_line_ends(tmp_path, images):
@@ -64,6 +66,70 @@ def test_wrong_column_lists_the_columns_there_are(tmp_path, images):
         CsvDataset(path)
     with pytest.raises(ValueError, match=r"no column 'path'.*img_key"):
         CsvDataset(path, img_key="path", caption_key="caption")
+    with pytest.raises(UserError, match=r"no column 'path' for the img_key \(--csv-img-key\), no column 'text' "
+                                        r"for the caption_key \(--csv-caption-key\); the header line "
+                                        r"\(separator '\\t'\) has the columns \['filepath', 'caption'\]$"):
+        CsvDataset(path, img_key="path", caption_key="text")
+
+
+def sixteen_rows(captions):
+    """A TSV file's text: the header and 16 rows n.jpg<TAB>caption, some captions replaced."""
+    rows = [f"a photo number {i}" for i in range(16)]
+    for i, caption in captions.items():
+        rows[i] = caption
+    return "filepath\ttitle\n" + "".join(f"{i}.jpg\t{c}\n" for i, c in enumerate(rows))
+
+
+@pytest.mark.parametrize("later, reason", [
+    ({}, "runs to line 17 and does not end where a field can end"),                    # to the end of the file
+    ({5: 'the "big" dog', 9: 'a dog called "Rex"'}, "runs to line 7 and does not end where a field can end"),
+    ({5: 'the end of a quote"'}, "runs to line 7 and holds line 4, which looks like a row of its own"),
+])
+def test_an_unclosed_quote_that_swallows_rows_is_an_error_naming_its_line(tmp_path, later, reason):
+    """Was: the rows after the quote became one caption (16 rows read as 12, or as 2)."""
+    path = tmp_path / "quotes.tsv"
+    path.write_text(sixteen_rows({1: '"best photo ever', **later}))
+    with pytest.raises(UserError, match=f"quotes.tsv line 3: the quoted field 'title' that opens on this line "
+                                        f"{reason}, so it probably swallowed the rows after it"):
+        CsvDataset(path)
+
+
+def test_quotes_are_read_as_pandas_reads_them(tmp_path):
+    """A quote inside a field is text; one that starts a field quotes it; "" is a quote."""
+    path = tmp_path / "quotes.tsv"
+    path.write_text(sixteen_rows({1: 'the "big" dog', 2: '"Hello" she said', 3: '"two\nlines, ""quoted"""',
+                                  4: 'tail quote"'}))
+    dataset = CsvDataset(path)
+    assert len(dataset) == 16
+    assert [row[2] for row in dataset.rows[1:5]] == ['the "big" dog', "Hello she said", 'two\nlines, "quoted"',
+                                                     'tail quote"']
+    assert dataset.describe(3) == f"{path} lines 5-6" and dataset.describe(4) == f"{path} line 7"
+
+
+def test_more_fields_than_columns_is_an_error_naming_the_line(tmp_path):
+    """Was: a comma file with unquoted commas cut every caption at its first comma."""
+    path = tmp_path / "commas.csv"
+    path.write_text('filepath,title\na.jpg,"a dog, running"\nb.jpg,a cat, sleeping\n')
+    with pytest.raises(UserError, match=r"commas.csv: expected 2 fields in line 3, saw 3 \(separator ','\): a "
+                                        r"field that holds the separator must be quoted"):
+        CsvDataset(path, sep=",")
+
+
+def test_a_used_column_named_twice_is_an_error(tmp_path):
+    path = tmp_path / "twice.tsv"
+    path.write_text("filepath\ttitle\tnotes\ttitle\na.jpg\tfirst\tx\tsecond\n")
+    with pytest.raises(UserError, match=r"twice.tsv line 1: the column 'title' of the caption_key "
+                                        r"\(--csv-caption-key\) is named 2 times in the header"):
+        CsvDataset(path)
+    path.write_text("filepath\ttitle\tnotes\tnotes\na.jpg\tfirst\tx\ty\n")   # unused columns may repeat
+    assert CsvDataset(path).rows[0][2] == "first"
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_column(tmp_path):
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes("filepath\ttitle\nimages/a.jpg\tun caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.tsv line 2, column 20: byte 0xe9 is not UTF-8"):
+        CsvDataset(path)
 
 
 def test_missing_csv_file(tmp_path):
