@@ -13,7 +13,8 @@ import numpy as np
 
 from miniclip.checkpoint import load_safetensors, read_safetensors_metadata, save_safetensors
 from miniclip.models.clip import CLIP
-from miniclip.models.config import list_models, load_config, resolve
+from miniclip.errors import UserError
+from miniclip.models.config import MAX_PARAMETERS, list_models, load_config, resolve
 from miniclip.models.modified_resnet import ModifiedResNet
 from miniclip.models.vit import VisionTransformer
 from miniclip.backend import to_numpy
@@ -21,9 +22,10 @@ from miniclip.tensor import Tensor
 from miniclip.tokenizer import Tokenizer
 
 
-def create_model(name_or_config, checkpoint=None):
-    """Build a CLIP from a config name, JSON path or dict; load weights from `checkpoint` if given."""
-    config = load_config(name_or_config)
+def create_model(name_or_config, checkpoint=None, max_parameters=MAX_PARAMETERS):
+    """Build a CLIP from a config name, JSON path or dict; load weights from `checkpoint` if given.
+    A config of more than `max_parameters` parameters is refused before anything is built."""
+    config = load_config(name_or_config, max_parameters)
     init_logit_scale = config["init_logit_scale"]
     model = CLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"],
                  quick_gelu=config["quick_gelu"],
@@ -31,31 +33,44 @@ def create_model(name_or_config, checkpoint=None):
                  init_logit_bias=config["init_logit_bias"])
     model.config = config
     if checkpoint is not None:
-        state_dict, checkpoint_config = load_checkpoint(checkpoint)
+        state_dict, checkpoint_config = load_checkpoint(checkpoint, max_parameters)
         if checkpoint_config is not None:
             check_same_architecture(config, checkpoint_config, checkpoint)
         model.load_state_dict(state_dict)
     return model
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, max_parameters=MAX_PARAMETERS):
     """Read a .safetensors checkpoint without torch: (state_dict of NumPy arrays, config or None).
 
     The config comes from miniclip's own checkpoints (stored in the file's metadata) or, for
     OpenCLIP's open_clip_model.safetensors, from an open_clip_config.json in the same folder.
+    The file's header and its config are checked before any tensor is read (a UserError says
+    what is wrong; miniclip/checkpoint.py and models/config.py list the checks).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    tensors, metadata = load_safetensors(path)
+    config = checkpoint_config(path, max_parameters)
+    tensors, _ = load_safetensors(path)
     state_dict = {k: v for k, v in tensors.items() if not k.startswith(TRAINING_STATE_PREFIX)}
-    config = None
-    if "miniclip_config" in metadata:
-        config = resolve(json.loads(metadata["miniclip_config"]), path)
-    else:
-        sibling = os.path.join(os.path.dirname(os.path.abspath(path)), "open_clip_config.json")
-        if os.path.isfile(sibling):
-            config = load_config(sibling)
     return state_dict, config
+
+
+def checkpoint_config(path, max_parameters=MAX_PARAMETERS):
+    """The checked config of a checkpoint (its miniclip_config metadata, or an open_clip_config.json
+    beside it), or None; reads only the file's header."""
+    metadata = read_safetensors_metadata(path)
+    if "miniclip_config" in metadata:
+        source = f"{path} (its miniclip_config metadata)"
+        try:
+            raw = json.loads(metadata["miniclip_config"])
+        except ValueError as error:
+            raise UserError(f"{source}: not JSON ({error})") from None
+        return resolve(raw, source, max_parameters)
+    sibling = os.path.join(os.path.dirname(os.path.abspath(path)), "open_clip_config.json")
+    if os.path.isfile(sibling):
+        return load_config(sibling, max_parameters)
+    return None
 
 
 # miniclip's training checkpoints keep the optimizer's moments beside the weights, under this
@@ -82,14 +97,14 @@ def model_metadata(model, tokenizer=None):
     return metadata
 
 
-def load_model(path):
+def load_model(path, max_parameters=MAX_PARAMETERS):
     """(model, tokenizer) from a file written by save_model; tokenizer is None if none was saved.
     For OpenCLIP's own files use create_model(config, checkpoint=path) and a Tokenizer."""
-    state_dict, config = load_checkpoint(path)
+    state_dict, config = load_checkpoint(path, max_parameters)
     if config is None:
-        raise ValueError(f"{path} holds no model config (miniclip_config metadata, or an "
-                         f"open_clip_config.json beside it); use create_model(config, checkpoint=path)")
-    model = create_model(config)
+        raise UserError(f"{path} holds no model config (miniclip_config metadata, or an "
+                        f"open_clip_config.json beside it); use create_model(config, checkpoint=path)")
+    model = create_model(config, max_parameters=max_parameters)
     model.load_state_dict(state_dict)
     return model, load_tokenizer(path, config["text_cfg"]["context_length"])
 
@@ -100,6 +115,10 @@ def load_tokenizer(path, context_length):
     if "miniclip_bpe_merges" not in metadata:
         return None
     merges = [tuple(line.split(" ")) for line in metadata["miniclip_bpe_merges"].split("\n") if line]
+    for number, merge in enumerate(merges, 1):
+        if len(merge) != 2 or not all(merge):
+            raise UserError(f"{path}: line {number} of its miniclip_bpe_merges metadata is not a merge "
+                            f"(two tokens and one space): {' '.join(merge)[:80]!r}")
     return Tokenizer(merges=merges, context_length=context_length)
 
 
@@ -108,13 +127,13 @@ def check_same_architecture(config, checkpoint_config, path):
     weights into a GELU model gives wrong features with no other symptom."""
     if config["quick_gelu"] != checkpoint_config["quick_gelu"]:
         wanted = "QuickGELU" if checkpoint_config["quick_gelu"] else "GELU"
-        raise ValueError(f"{path} was trained with {wanted} (quick_gelu={checkpoint_config['quick_gelu']}) "
-                         f"but the model uses quick_gelu={config['quick_gelu']}; use the matching "
-                         f"config (e.g. a '-quickgelu' one)")
+        raise UserError(f"{path} was trained with {wanted} (quick_gelu={checkpoint_config['quick_gelu']}) "
+                        f"but the model uses quick_gelu={config['quick_gelu']}; use the matching "
+                        f"config (e.g. a '-quickgelu' one)")
     for section in ("vision_cfg", "text_cfg"):
         if config[section] != checkpoint_config[section]:
-            raise ValueError(f"{path}: its {section} {checkpoint_config[section]} differs from the "
-                             f"model's {config[section]}")
+            raise UserError(f"{path}: its {section} {checkpoint_config[section]} differs from the "
+                            f"model's {config[section]}")
 
 
 __all__ = ["CLIP", "VisionTransformer", "ModifiedResNet", "create_model", "load_checkpoint", "save_model", "load_model",

@@ -160,3 +160,161 @@ def test_memory_stays_below_twice_the_file_size(tmp_path):
     peak, outcome = peak_memory_of_loading(valid)
     assert outcome == "loaded"
     assert size <= peak < 2 * os.path.getsize(valid), f"peak {peak} bytes for a {os.path.getsize(valid)}-byte file"
+
+
+# Configs: a checkpoint's miniclip_config metadata is checked before anything is built or read.
+TINY = dict(embed_dim=16, vision_cfg=dict(image_size=8, patch_size=4, width=16, layers=1, head_width=8),
+            text_cfg=dict(context_length=6, vocab_size=50, width=16, heads=2, layers=1))
+TINY_RN = dict(embed_dim=16, vision_cfg=dict(image_size=64, layers=[1, 2, 1, 1], width=8, head_width=64),
+               text_cfg=dict(context_length=6, vocab_size=50, width=16, heads=2, layers=1))
+
+
+def changed(config, section, **values):
+    """A copy of `config` with values changed in one section (None for the top level)."""
+    config = json.loads(json.dumps(config))
+    (config if section is None else config[section]).update(values)
+    return config
+
+
+BAD_CONFIGS = [
+    ("text-layers-1e6", changed(TINY, "text_cfg", layers=10 ** 6), r"text_cfg.layers must be an integer from 1 to 1000, got 1000000"),
+    ("vision-layers-0", changed(TINY, "vision_cfg", layers=0), r"vision_cfg.layers must be an integer from 1"),
+    ("vision-layers-float", changed(TINY, "vision_cfg", layers=2.0), r"vision_cfg.layers must be an integer .* got 2.0"),
+    ("patch-size-0", changed(TINY, "vision_cfg", patch_size=0), r"vision_cfg.patch_size must be an integer >= 1, got 0"),
+    ("image-size-negative", changed(TINY, "vision_cfg", image_size=-32), r"vision_cfg.image_size must be an integer >= 1, got -32"),
+    ("image-size-not-multiple", changed(TINY, "vision_cfg", image_size=10), r"image_size 10 must be a multiple of patch_size 4"),
+    ("width-string", changed(TINY, "vision_cfg", width="16"), r"vision_cfg.width must be an integer >= 1, got '16'"),
+    ("head-width-not-divisor", changed(TINY, "vision_cfg", head_width=5), r"width 16 must be a multiple of head_width 5"),
+    ("vision-mlp-ratio-0", changed(TINY, "vision_cfg", mlp_ratio=0), r"vision_cfg.mlp_ratio must be a number > 0"),
+    ("mlp-ratio-string", changed(TINY, "text_cfg", mlp_ratio="4"), r"text_cfg.mlp_ratio must be a number > 0"),
+    ("mlp-ratio-huge", changed(TINY, "text_cfg", mlp_ratio=1e308), r"text_cfg.mlp_ratio must be a number > 0"),
+    ("mlp-ratio-tiny", changed(TINY, "text_cfg", mlp_ratio=0.01), r"int\(width \* mlp_ratio\) >= 1"),
+    ("heads-not-divisor", changed(TINY, "text_cfg", heads=3), r"text_cfg.width 16 must be a multiple of heads 3"),
+    ("context-length-0", changed(TINY, "text_cfg", context_length=0), r"text_cfg.context_length must be an integer >= 1"),
+    ("vocab-size-bool", changed(TINY, "text_cfg", vocab_size=True), r"text_cfg.vocab_size must be an integer >= 1, got True"),
+    ("embed-dim-0", changed(TINY, None, embed_dim=0), r"embed_dim must be an integer >= 1, got 0"),
+    ("embed-dim-missing", {k: v for k, v in TINY.items() if k != "embed_dim"}, "missing 'embed_dim'"),
+    ("quick-gelu-string", changed(TINY, None, quick_gelu="yes"), r"quick_gelu must be true or false, got 'yes'"),
+    ("logit-scale-string", changed(TINY, None, init_logit_scale="2.6"), r"init_logit_scale must be a finite number or null"),
+    ("logit-bias-infinite", changed(TINY, None, init_logit_bias=float("inf")), r"init_logit_bias must be a finite number"),
+    ("resnet-3-stages", changed(TINY_RN, "vision_cfg", layers=[1, 1, 1]), r"a list of 4 block counts"),
+    ("resnet-stage-0-blocks", changed(TINY_RN, "vision_cfg", layers=[1, 0, 1, 1]), r"vision_cfg.layers\[1\] must be an integer from 1"),
+    ("resnet-image-size-48", changed(TINY_RN, "vision_cfg", image_size=48), r"image_size 48 must be a multiple of 32"),
+    ("resnet-width-1", changed(TINY_RN, "vision_cfg", width=1), r"vision_cfg.width must be an integer >= 2"),
+    ("resnet-head-width", changed(TINY_RN, "vision_cfg", head_width=48), r"head_width 48 must divide .* 256"),
+    ("too-many-parameters", changed(TINY, "text_cfg", vocab_size=10 ** 9),
+     r"this model has 16,000,\d{3},\d{3} parameters \(64.0 GB in float32\), more than the limit of 3,000,000,000"),
+    ("vision-cfg-a-list", changed(TINY, None, vision_cfg=[1, 2]), r"vision_cfg must be a JSON object, got list"),
+    ("config-a-list", [1, 2], r"a model config is a JSON object, got list"),
+    ("unknown-field", changed(TINY, "text_cfg", depth=3), r"text_cfg: unknown field 'depth'"),
+    ("unsupported-value", changed(TINY, "vision_cfg", pool_type="avg"), r"pool_type='avg' is not supported"),
+]
+
+
+def model_file(path, config):
+    """TINY's weights with `config` (any JSON value) as the miniclip_config metadata."""
+    tensors = miniclip.models.model_tensors(miniclip.create_model(TINY))
+    checkpoint.save_safetensors(path, tensors, {"miniclip_config": json.dumps(config)})
+    return str(path)
+
+
+@pytest.mark.parametrize("config, message", [case[1:] for case in BAD_CONFIGS], ids=[case[0] for case in BAD_CONFIGS])
+def test_bad_config_in_a_checkpoint_is_refused_naming_the_file_and_the_field(tmp_path, config, message):
+    path = model_file(tmp_path / "model.safetensors", config)
+    for load in (miniclip.load_checkpoint, miniclip.load_model):
+        with pytest.raises(UserError, match=message) as error:
+            load(path)
+        assert f"{path} (its miniclip_config metadata)" in str(error.value)
+    if isinstance(config, dict):                    # the same checks for configs given directly
+        with pytest.raises(UserError, match=message):
+            miniclip.create_model(config)
+
+
+def test_config_metadata_that_is_not_json_is_refused(tmp_path):
+    path = str(tmp_path / "model.safetensors")
+    checkpoint.save_safetensors(path, {"x": np.zeros(1, np.float32)}, {"miniclip_config": "{embed_dim: 16"})
+    with pytest.raises(UserError, match=r"\(its miniclip_config metadata\): not JSON \(Expecting property name"):
+        miniclip.load_checkpoint(path)
+
+
+def test_config_file_that_is_not_json_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "model.json"
+    path.write_text('{\n  "embed_dim": 16,\n  "vision_cfg": {,}\n}')
+    with pytest.raises(UserError, match=rf"{path}: not a JSON model config \(.* line 3 column 18"):
+        miniclip.create_model(str(path))
+    with pytest.raises(UserError, match="unknown model 'ViT-Z-99'"):
+        miniclip.create_model("ViT-Z-99")
+
+
+def test_max_parameters_can_be_raised_or_lowered(tmp_path):
+    path = model_file(tmp_path / "model.safetensors", TINY)
+    count = miniclip.models.config.parameter_count(miniclip.models.config.load_config(TINY))
+    for load in (miniclip.load_checkpoint, miniclip.load_model):
+        with pytest.raises(UserError, match=f"more than the limit of {count - 1:,}"):
+            load(path, max_parameters=count - 1)
+        load(path, max_parameters=count)
+    with pytest.raises(UserError, match="more than the limit of 1,000"):
+        miniclip.create_model(TINY, max_parameters=1000)
+    big = changed(TINY, "text_cfg", vocab_size=10 ** 9)
+    assert miniclip.models.config.load_config(big, max_parameters=10 ** 11)["text_cfg"]["vocab_size"] == 10 ** 9
+
+
+def test_bad_tokenizer_merges_are_refused(tmp_path):
+    path = str(tmp_path / "model.safetensors")
+    checkpoint.save_safetensors(path, {"x": np.zeros(1, np.float32)},
+                                {"miniclip_bpe_merges": "a b\nc d e\nf g"})
+    with pytest.raises(UserError, match=r"line 2 of its miniclip_bpe_merges metadata is not a merge"):
+        miniclip.models.load_tokenizer(path, 8)
+
+
+# The parameter count the limit uses is create_model's, computed from the config alone.
+ODD_CONFIGS = {"tiny": TINY, "tiny-rn": TINY_RN,
+               "odd": dict(embed_dim=7, init_logit_bias=-10.0,
+                           vision_cfg=dict(image_size=15, patch_size=5, width=6, layers=2, head_width=3, mlp_ratio=2.5),
+                           text_cfg=dict(context_length=5, vocab_size=11, width=9, heads=3, layers=3, mlp_ratio=1.3))}
+
+
+@pytest.mark.parametrize("name", ["tiny-vit-xs", "tiny-vit-s", "tiny-rn-xs", *ODD_CONFIGS])
+def test_parameter_count_is_create_models_count(name):
+    model = miniclip.create_model(ODD_CONFIGS.get(name, name))
+    real = sum(int(np.prod(p.shape)) for p in model.parameters())
+    assert miniclip.models.config.parameter_count(model.config) == real
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in miniclip.list_models() if not n.startswith("tiny")])
+def test_parameter_count_is_create_models_count_for_the_big_builtin_configs(name):
+    test_parameter_count_is_create_models_count(name)
+
+
+def test_parameter_count_matches_the_published_counts():
+    """openai/CLIP's and OpenCLIP's counts; ViT-bigG-14 (OpenCLIP's largest) fits the default limit."""
+    count = miniclip.models.config.parameter_count
+    load = miniclip.models.config.load_config
+    assert count(load("ViT-B-32")) == 151_277_313 and count(load("RN50")) == 102_007_137
+    bigg = dict(embed_dim=1280, vision_cfg=dict(image_size=224, layers=48, width=1664, head_width=104,
+                                                mlp_ratio=4.9231, patch_size=14),
+                text_cfg=dict(context_length=77, vocab_size=49408, width=1280, heads=20, layers=32))
+    assert round(count(load(bigg)) / 1e6, 2) == 2539.57
+
+
+@pytest.mark.oracle
+def test_parameter_count_matches_openclip_for_every_config_miniclip_supports(torch, open_clip):
+    """Every OpenCLIP model config miniclip can build, counted by OpenCLIP on torch's meta device
+    (no memory); the ones miniclip refuses are refused for an unsupported option only."""
+    folder = os.path.join(os.path.dirname(open_clip.__file__), "model_configs")
+    counted = 0
+    for name in sorted(os.listdir(folder)):
+        raw = json.load(open(os.path.join(folder, name)))
+        try:
+            config = miniclip.models.config.load_config(raw, max_parameters=10 ** 12)
+        except UserError as error:
+            assert "not supported" in str(error) or "unknown" in str(error), (name, str(error))
+            continue
+        with torch.device("meta"):
+            theirs = open_clip.model.CLIP(raw["embed_dim"], raw["vision_cfg"], raw["text_cfg"],
+                                          quick_gelu=raw.get("quick_gelu", False),
+                                          init_logit_bias=raw.get("init_logit_bias"))
+        assert miniclip.models.config.parameter_count(config) == sum(p.numel() for p in theirs.parameters()), name
+        counted += 1
+    assert counted >= 10
