@@ -11,7 +11,8 @@ What:
   zero-shot classifier (every template filled with the class name).
 Why: the two simplest ways people keep their own data, with no CSV to write.
 How: files are listed once, sorted (the same order on every machine); images and captions are read
-when a sample is asked for, and a bad one raises BadSampleError naming its file.
+when a sample is asked for, and a bad one raises BadSampleError naming its file. A folder with no
+images (or no class folders) is a UserError; a missing one a FileNotFoundError.
 Checked by tests/data/test_folders.py.
 """
 import os
@@ -19,6 +20,7 @@ import os
 import numpy as np
 
 from miniclip.data.files import IMAGE_EXTENSIONS, open_image, read_caption
+from miniclip.errors import UserError
 
 # A few of CLIP's 80 ImageNet prompt templates (openai/CLIP notebooks/Prompt_Engineering_for_ImageNet).
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a bad photo of a {}.", "a photo of the {}.",
@@ -43,7 +45,7 @@ class ImageTextFolder:
             raise FileNotFoundError(f"no such folder: {self.root}")
         self.images = image_files(self.root)
         if not self.images:
-            raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {self.root}")
+            raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {self.root}")
 
     def __len__(self):
         return len(self.images)
@@ -69,13 +71,13 @@ class ImageClassFolder:
         folders = sorted(d for d in os.listdir(self.root)
                          if os.path.isdir(os.path.join(self.root, d)) and not d.startswith("."))
         if not folders:
-            raise ValueError(f"{self.root} has no class subfolders (expected root/<class name>/<image files>)")
+            raise UserError(f"{self.root} has no class subfolders (expected root/<class name>/<image files>)")
         self.classnames = [d.replace("_", " ") for d in folders]
         self.samples = []   # (path, class index)
         for label, folder in enumerate(folders):
             paths = image_files(os.path.join(self.root, folder))
             if not paths:
-                raise ValueError(f"class folder {os.path.join(self.root, folder)} has no image files")
+                raise UserError(f"class folder {os.path.join(self.root, folder)} has no image files")
             self.samples += [(path, label) for path in paths]
 
     def __len__(self):

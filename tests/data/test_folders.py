@@ -4,6 +4,7 @@ import pytest
 
 from miniclip.data.files import BadSampleError
 from miniclip.data.folders import ImageClassFolder, ImageTextFolder
+from miniclip.errors import UserError
 
 from tests.data.image_files import write_image
 
@@ -30,7 +31,7 @@ def test_image_text_pairs_bad_samples(tmp_path):
     with pytest.raises(BadSampleError, match=r"no_caption.png: caption file not found: .*no_caption.txt"):
         dataset[1]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no image files"):
+    with pytest.raises(UserError, match="no image files"):
         ImageTextFolder(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no such folder"):
         ImageTextFolder(tmp_path / "missing")
@@ -57,9 +58,9 @@ def test_class_tree_names_labels_and_prompts(tmp_path):
 
 
 def test_class_tree_errors(tmp_path):
-    with pytest.raises(ValueError, match="no class subfolders"):
+    with pytest.raises(UserError, match="no class subfolders"):
         ImageClassFolder(tmp_path)
     write_image(tmp_path / "dog" / "1.jpg", 30)
     (tmp_path / "empty_class").mkdir()
-    with pytest.raises(ValueError, match="empty_class has no image files"):
+    with pytest.raises(UserError, match="empty_class has no image files"):
         ImageClassFolder(tmp_path)
