@@ -6,13 +6,15 @@
     loss.backward()              # x.grad now holds d loss / d x
 
 The layers, bottom to top: backend (numpy | cupy), tensor (autograd), ops (primitives with
-hand-written backward), functional (everything composed from them), gradcheck, nn, optim.
+hand-written backward), functional (everything composed from them), gradcheck, nn, optim; then
+models, losses, tokenizer, data and zeroshot, each usable after `import miniclip` alone, as in
+torch (miniclip.losses.clip_loss, miniclip.data.ShapesDataset, ...).
 """
 from miniclip import environment   # first: thread settings that must precede NumPy (see environment.py)
 from miniclip.tensor import Tensor, Function, tensor, no_grad, is_grad_enabled
 from miniclip.gradcheck import gradcheck, GradcheckError
 from miniclip.backend import has_gpu
-from miniclip import ops, functional, nn, optim
+from miniclip import ops, functional, nn, optim, losses, data, tokenizer, models, zeroshot
 from miniclip.creation import zeros, ones, zeros_like, ones_like, full, arange, randn, rand, manual_seed
 from miniclip.models import create_model, load_checkpoint, list_models, save_model, load_model
 from miniclip.ops import (cat, concat, stack, split, chunk, where, maximum, minimum, matmul, exp, log,

@@ -322,14 +322,14 @@ class Tensor:
         return bool(self.data.reshape(()).item())
 
     # ---- methods with PyTorch's names -------------------------------------------------
-    def sum(self, dim=None, keepdim=False):
-        return ops.sum(self, dim, keepdim)
+    def sum(self, dim=None, keepdim=False, *, axis=None):
+        return ops.sum(self, dim, keepdim, axis=axis)
 
-    def mean(self, dim=None, keepdim=False):
-        return ops.mean(self, dim, keepdim)
+    def mean(self, dim=None, keepdim=False, *, axis=None):
+        return ops.mean(self, dim, keepdim, axis=axis)
 
-    def max(self, dim=None, keepdim=False):
-        return ops.max(self, dim, keepdim)
+    def max(self, dim=None, keepdim=False, *, axis=None):
+        return ops.max(self, dim, keepdim, axis=axis)
 
     def exp(self):
         return ops.exp(self)
@@ -393,8 +393,8 @@ class Tensor:
         from miniclip import functional
         return functional.log_softmax(self, dim)
 
-    def argmax(self, dim=None):
-        return Tensor(self.data.argmax(axis=dim))
+    def argmax(self, dim=None, *, axis=None):
+        return Tensor(self.data.argmax(axis=ops.reduction.dim_or_axis(dim, axis)))
 
     @property
     def T(self):

@@ -261,3 +261,16 @@ def test_a_small_regression_trains():
         b.data -= 0.1 * b.grad
     assert loss.item() < 1e-8
     assert w.item() == pytest.approx(3.0) and b.item() == pytest.approx(-1.0)
+
+
+def test_reductions_take_numpys_axis_as_torch_does():
+    x = tensor(np.arange(24.0).reshape(2, 3, 4), requires_grad=True)
+    for name in ("sum", "mean", "max"):
+        assert np.array_equal(getattr(x, name)(axis=1).data, getattr(x, name)(dim=1).data)
+        assert np.array_equal(getattr(x, name)(axis=(0, 2), keepdim=True).data, getattr(x, name)((0, 2), True).data)
+    assert np.array_equal(x.argmax(axis=2).data, x.data.argmax(axis=2))
+    x.sum(axis=0).sum().backward()
+    assert np.array_equal(x.grad, np.ones((2, 3, 4)))
+    with pytest.raises(TypeError, match="dim or axis"):
+        x.sum(dim=0, axis=1)
+

@@ -61,13 +61,20 @@ class Max(Function):
         return dy * self.share
 
 
-def sum(x, dim=None, keepdim=False):
-    return Sum.apply(x, dim=dim, keepdim=keepdim)
+def dim_or_axis(dim, axis):
+    """The dimensions to reduce: torch accepts NumPy's name axis= for dim=, and so does miniclip."""
+    if dim is not None and axis is not None:
+        raise TypeError("give dim or axis (NumPy's name for it), not both")
+    return dim if axis is None else axis
 
 
-def mean(x, dim=None, keepdim=False):
-    return Mean.apply(x, dim=dim, keepdim=keepdim)
+def sum(x, dim=None, keepdim=False, *, axis=None):
+    return Sum.apply(x, dim=dim_or_axis(dim, axis), keepdim=keepdim)
 
 
-def max(x, dim=None, keepdim=False):
-    return Max.apply(x, dim=dim, keepdim=keepdim)
+def mean(x, dim=None, keepdim=False, *, axis=None):
+    return Mean.apply(x, dim=dim_or_axis(dim, axis), keepdim=keepdim)
+
+
+def max(x, dim=None, keepdim=False, *, axis=None):
+    return Max.apply(x, dim=dim_or_axis(dim, axis), keepdim=keepdim)

@@ -1,7 +1,7 @@
 """CLIP's byte-level BPE tokenizer (id-for-id compatible with OpenCLIP) and BPE training.
 
     from miniclip.tokenizer import Tokenizer, train_bpe
-    tokenizer = Tokenizer("bpe_simple_vocab_16e6.txt.gz")     # OpenAI's 49,408-token vocabulary
+    tokenizer = Tokenizer()                                    # OpenAI's 49,408-token vocabulary (shipped)
     small = train_bpe(captions, vocab_size=2048)               # or learn a small one
     small.save("merges.txt.gz"); Tokenizer.from_file("merges.txt.gz")
 

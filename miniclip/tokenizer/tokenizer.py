@@ -1,6 +1,6 @@
 """CLIP's tokenizer: captions → (N, 77) int64 arrays of token ids, and ids → text.
 
-    tokenizer = Tokenizer("bpe_simple_vocab_16e6.txt.gz")   # OpenAI's merges file
+    tokenizer = Tokenizer()                                  # OpenAI's vocabulary, shipped with miniclip
     tokenizer(["a photo of a cat", "two dogs"])              # (2, 77) int64
     # [[49406, 320, 1125, 539, 320, 2368, 49407, 0, 0, …], …]
 
@@ -17,9 +17,9 @@ the same 256 with '</w>', one token per merge in rank order, then <start_of_text
 <end_of_text>. With OpenAI's file CLIP keeps the first 48,894 merges: 256 + 256 + 48,894 + 2 =
 49,408 tokens, SOT = 49406, EOT = 49407.
 
-There is no default merges file: miniclip may not download one and does not depend on open_clip
-(which ships a copy, `open_clip.tokenizer.default_bpe()`); pass a path, or train a small
-vocabulary with `train_bpe` (train.py).
+`Tokenizer()` reads OpenAI's merges file, bpe_simple_vocab_16e6.txt.gz, which miniclip ships
+beside this module (MIT, OpenAI: LICENSE-openai-clip.txt), as open_clip does; pass another merges
+file, or the merges of a small vocabulary trained with `train_bpe` (train.py).
 
 Checked in tests/tokenizer/test_tokenizer.py: whole (N, 77) arrays equal to
 `open_clip.get_tokenizer('ViT-B-32')`'s on a varied corpus and on hypothesis-generated text.
@@ -27,6 +27,8 @@ Deliberate differences: ftfy's mojibake repair is not reproduced (clean.py); `de
 and stops at EOT (open_clip's spells out the special tokens and decodes padding as '!');
 context_length must be at least 2.
 """
+from pathlib import Path
+
 import numpy as np
 
 from miniclip.tokenizer.bpe import END_OF_WORD, bpe, word_symbols
@@ -36,13 +38,14 @@ from miniclip.tokenizer.merges_file import read_merges, write_merges
 from miniclip.tokenizer.pretokenize import SPECIAL_TOKENS, pretokenize
 
 CLIP_VOCAB_SIZE = 49408
+OPENAI_MERGES = Path(__file__).parent / "bpe_simple_vocab_16e6.txt.gz"   # OpenAI CLIP's, shipped
 BASE_VOCAB_SIZE = 2 * 256 + len(SPECIAL_TOKENS)  # byte symbols, with and without </w>, specials
 
 
 class Tokenizer:
     """Byte-level BPE tokenizer, id-for-id compatible with OpenCLIP's SimpleTokenizer.
 
-    merges_path:    a merges file (plain or gzip), e.g. OpenAI's bpe_simple_vocab_16e6.txt.gz
+    merges_path:    a merges file (plain or gzip); default: OpenAI's (OPENAI_MERGES)
     context_length: length of every row that __call__ returns (CLIP: 77)
     vocab_size:     use the first vocab_size - 514 merges of the file; by default all of them,
                     but at most CLIP's 48,894 (vocab 49,408), which is what OpenAI's file needs
@@ -50,12 +53,10 @@ class Tokenizer:
     """
 
     def __init__(self, merges_path=None, context_length=77, vocab_size=None, merges=None):
-        if (merges_path is None) == (merges is None):
-            raise ValueError(
-                "Tokenizer needs a BPE merges file: Tokenizer(merges_path) with OpenAI's "
-                "bpe_simple_vocab_16e6.txt.gz (open_clip ships a copy: "
-                "open_clip.tokenizer.default_bpe()), or a vocabulary of your own from "
-                "miniclip.tokenizer.train_bpe(texts, vocab_size) (pass a path or merges, not both)")
+        if merges_path is not None and merges is not None:
+            raise ValueError("Tokenizer takes a merges file or a list of merges, not both")
+        if merges_path is None and merges is None:
+            merges_path = OPENAI_MERGES
         if context_length < 2:
             raise ValueError(f"context_length must leave room for SOT and EOT (>= 2), got {context_length}")
         source = merges_path if merges is None else "the given merges"

@@ -115,9 +115,18 @@ def test_truncated_multibyte_character_decodes_to_replacement_char(tokenizer, re
     assert tokenizer.decode(ids) == reference.decode(ids) == "\ufffd"
 
 
-def test_no_merges_file_is_a_clear_error():
-    with pytest.raises(ValueError, match="bpe_simple_vocab_16e6.txt.gz.*train_bpe"):
-        Tokenizer()
+def test_the_default_is_openais_vocabulary_shipped_with_miniclip():
+    tokenizer = Tokenizer()
+    assert tokenizer.vocab_size == 49408 and (tokenizer.sot_token_id, tokenizer.eot_token_id) == (49406, 49407)
+    assert list(tokenizer(["a photo of a cat"])[0, :8]) == [49406, 320, 1125, 539, 320, 2368, 49407, 0]
+    with pytest.raises(ValueError, match="not both"):
+        Tokenizer("merges.txt", merges=[])
+
+
+@pytest.mark.oracle
+def test_the_shipped_vocabulary_is_open_clips(openai_bpe_path):
+    from miniclip.tokenizer.tokenizer import OPENAI_MERGES
+    assert OPENAI_MERGES.read_bytes() == open(openai_bpe_path, "rb").read()
 
 
 def test_context_length_must_hold_sot_and_eot(tmp_path):
