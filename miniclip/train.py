@@ -32,9 +32,16 @@ evaluated and saved.)
 
 The run folder logs/<name>/ holds config.json (every flag and the model config), metrics.jsonl
 (one line per step, one per evaluation), checkpoints/ (see miniclip/training/state.py) and
-plots/. Ctrl-C finishes the current step, saves a checkpoint and stops; a NaN or infinite loss
-stops the run before anything is saved, so the last checkpoint stays the last good one.
+plots/; one run at a time: a folder that holds a run needs --resume, and a live run locks it
+(miniclip/training/state.py). metrics.jsonl is strict JSON: a number that is not finite (an
+evaluation of a diverged model) is written as null. Ctrl-C finishes the current step, saves a
+checkpoint and stops. A NaN or infinite loss stops the run before anything is saved, and a save
+refuses weights or optimizer moments that are not finite, so the last checkpoint is always a good one.
+
+A mistake in the flags, files or checkpoints is one line on stderr and exit code 2 (a UserError,
+miniclip/errors.py); a traceback means a bug in miniclip.
 """
+import contextlib
 import json
 import math
 import os
@@ -46,10 +53,11 @@ import numpy as np
 from tqdm import tqdm
 
 from miniclip import amp, backend, distributed, optim
-from miniclip.checkpoint import atomic_write, read_safetensors_metadata
+from miniclip.checkpoint import atomic_write
 from miniclip.creation import manual_seed
+from miniclip.errors import UserError, exit_on_user_error
 from miniclip.losses import clip_loss, clip_loss_with_negatives, siglip_loss
-from miniclip.models import create_model, load_checkpoint, load_tokenizer
+from miniclip.models import check_same_architecture, create_model, load_checkpoint, load_tokenizer
 from miniclip.models.config import load_config
 from miniclip.ops import concat
 from miniclip.tensor import Tensor, no_grad
@@ -57,8 +65,10 @@ from miniclip.training.data import build_data, train_loader
 from miniclip.training.evaluate import evaluate
 from miniclip.training.options import PRECISIONS, parse_args
 from miniclip.training.plots import plot_run
-from miniclip.training.state import checkpoint_step, latest_checkpoint, load_training_state, save_training_state
+from miniclip.training.state import (NonFiniteState, checkpoint_step, latest_checkpoint, load_training_state,
+                                     own_run_folder, save_training_state, training_metadata)
 
+PROG = "python -m miniclip.train"
 MAX_LOGIT_SCALE = math.log(100)
 # Flags that change the data order or the model: a resumed run must keep them.
 SAME_ON_RESUME = ("model", "batch_size", "accum_freq", "seed", "siglip", "dataset", "train_data",
@@ -69,19 +79,41 @@ def choose_device(requested):
     if requested == "auto":
         return "cuda" if backend.has_gpu() else "cpu"
     if requested == "cuda" and not backend.has_gpu():
-        raise SystemExit("--device cuda: CuPy cannot see a CUDA GPU here (install miniclip[gpu] on a "
-                         "machine with a GPU, or use --device cpu)")
+        raise UserError("--device cuda: CuPy cannot see a CUDA GPU here (install miniclip[gpu] on a "
+                        "machine with a GPU, or use --device cpu)")
     return requested
 
 
 def model_config(args):
-    config = load_config(args.model)
+    try:
+        config = load_config(args.model)
+    except ValueError as error:   # an unknown name, or a JSON file that is not a model config
+        raise UserError(f"--model {args.model}: {error}") from None
     if args.siglip:
         # SigLIP's initialisation (Zhai et al. 2023, section 3.2): t' = ln 10, b = -10, so that the
         # B^2 - B negatives do not dominate the first steps.
         config["init_logit_scale"] = math.log(10) if config["init_logit_scale"] is None else config["init_logit_scale"]
         config["init_logit_bias"] = -10.0 if config["init_logit_bias"] is None else config["init_logit_bias"]
     return config
+
+
+def pretrained_weights(args, config):
+    """The state_dict of --pretrained, or None. A file that miniclip saved holds its config and its
+    tokenizer, and the run then trains with that tokenizer (run() reads it): so the text embedding
+    takes the file's vocabulary size, and the rest of the file's architecture must be --model's."""
+    if args.pretrained is None:
+        return None
+    if not os.path.isfile(args.pretrained):
+        raise UserError(f"--pretrained {args.pretrained}: no such file")
+    state_dict, saved_config = load_checkpoint(args.pretrained)
+    if saved_config is not None:
+        if load_tokenizer(args.pretrained, saved_config["text_cfg"]["context_length"]) is not None:
+            config["text_cfg"]["vocab_size"] = saved_config["text_cfg"]["vocab_size"]
+        try:
+            check_same_architecture(config, saved_config, args.pretrained)
+        except ValueError as error:
+            raise UserError(f"--pretrained {args.pretrained} does not fit --model {args.model}: {error}") from None
+    return state_dict
 
 
 def parameter_groups(model, weight_decay):
@@ -193,17 +225,27 @@ class StopRequest:
 
 
 def resume_path(args, checkpoints):
+    """The checkpoint to resume from, or None. `--resume latest` in a run that saved no checkpoint
+    yet (it was killed during its first epoch) starts it again from step 0, as OpenCLIP does."""
     if args.resume is None:
         return None
-    path = latest_checkpoint(checkpoints) if args.resume == "latest" else args.resume
-    if path is None:
-        raise SystemExit(f"--resume latest: no checkpoint in {checkpoints}")
-    if not os.path.isfile(path):
-        raise SystemExit(f"--resume {path}: no such file")
-    return path
+    if args.resume == "latest":
+        path = latest_checkpoint(checkpoints)
+        if path is None:
+            print(f"--resume latest: no checkpoint in {checkpoints} yet: starting from step 0")
+        return path
+    if not os.path.isfile(args.resume):
+        raise UserError(f"--resume {args.resume}: no such file")
+    training_metadata(args.resume)   # a model file or an unreadable state: said before anything else
+    return args.resume
 
 
 def main(argv=None):
+    """The command: its exit code (0 done, 130 stopped by Ctrl-C, 2 a user error)."""
+    return exit_on_user_error(PROG, command, argv)
+
+
+def command(argv):
     args = parse_args(argv)
     device = choose_device(args.device)
     backend.reuse_freed_host_memory()   # no page faults on every step's fresh arrays (see backend.py)
@@ -212,22 +254,32 @@ def main(argv=None):
     dist = distributed.init(device)
     try:
         return run(args, device, argv, dist)
+    except UserError as error:   # one line, no traceback, but the whole job must still end
+        dist.abort(SystemExit(f"{PROG}: error: {error}"))
     except BaseException as error:   # anything, even Ctrl-C: a rank that left alone would hang the others
         dist.abort(error)
 
 
 def run(args, device, argv, dist=None):
-    """Train, evaluate and save as the flags say; dist: this rank's Distributed, or None alone."""
+    """Train, evaluate and save as the flags say, holding the run folder (rank 0 only: the others
+    write nothing); dist: this rank's Distributed, or None alone."""
     is_main = dist is None or dist.rank == 0   # the rank that writes, prints and evaluates
-    args.world_size = 1 if dist is None else dist.world_size
     run_folder = os.path.join(args.logs, args.name)
+    with own_run_folder(run_folder, resuming=args.resume is not None) if is_main else contextlib.nullcontext():
+        return train(args, device, argv, run_folder, dist)
+
+
+def train(args, device, argv, run_folder, dist=None):
+    """run()'s work, once the run folder is this run's."""
+    is_main = dist is None or dist.rank == 0
+    args.world_size = 1 if dist is None else dist.world_size
     checkpoints = os.path.join(run_folder, "checkpoints")
     resume = resume_path(args, checkpoints) if is_main else None
     if dist is not None:
         resume = dist.broadcast_object(resume)
         if resume is not None and not os.path.isfile(resume):
-            raise SystemExit(f"rank {dist.rank} cannot read {resume} (rank 0 resumes from it): the run "
-                             f"folder must be on a file system every rank sees")
+            raise UserError(f"rank {dist.rank} cannot read {resume} (rank 0 resumes from it): the run "
+                            f"folder must be on a file system every rank sees")
 
     config = model_config(args)
     image_size = config["vision_cfg"]["image_size"]
@@ -236,17 +288,21 @@ def run(args, device, argv, dist=None):
     for path in (resume, args.pretrained):
         if path is not None and saved_tokenizer is None:
             saved_tokenizer = load_tokenizer(path, context_length)
+    pretrained = pretrained_weights(args, config)
     data = build_data(args, image_size, context_length, saved_tokenizer)
     if args.tokenizer is None and args.pretrained is None:
         config["text_cfg"]["vocab_size"] = data.tokenizer.vocab_size   # a learned vocabulary: a small embedding
     if data.tokenizer.vocab_size > config["text_cfg"]["vocab_size"]:
-        raise SystemExit(f"the tokenizer has {data.tokenizer.vocab_size} tokens but the model's text "
-                         f"embedding only {config['text_cfg']['vocab_size']}")
+        raise UserError(f"the tokenizer has {data.tokenizer.vocab_size} tokens but the model's text "
+                        f"embedding only {config['text_cfg']['vocab_size']}")
 
     manual_seed(args.seed)
     model = create_model(config)
-    if args.pretrained:
-        model.load_state_dict(load_checkpoint(args.pretrained)[0])
+    if pretrained is not None:
+        try:
+            model.load_state_dict(pretrained)
+        except RuntimeError as error:   # an OpenCLIP file without a config: the shapes say it
+            raise UserError(f"--pretrained {args.pretrained} does not fit --model {args.model}: {error}") from None
     lock_towers(model, args)
     model.to(device)
     if dist is not None:
@@ -257,9 +313,9 @@ def run(args, device, argv, dist=None):
                           world_size=args.world_size)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
-        raise SystemExit(f"{len(data.train)} training samples make no full batch of "
-                         f"{args.batch_size * args.accum_freq} (--batch-size x --accum-freq) "
-                         f"on each of {args.world_size} ranks")
+        raise UserError(f"{len(data.train)} training samples make no full batch of "
+                        f"{args.batch_size * args.accum_freq} (--batch-size x --accum-freq) "
+                        f"on each of {args.world_size} ranks")
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     warmup = args.warmup if args.warmup is not None else total_steps // 10
     schedule = (optim.cosine_lr if args.lr_scheduler == "cosine" else optim.const_lr)(
@@ -271,6 +327,10 @@ def run(args, device, argv, dist=None):
     if resume:
         check_same_flags(args, resume)
         progress = load_training_state(resume, model, optimizer, scaler)
+        if progress["batch"] >= steps_per_epoch:   # the loader would never finish the epoch
+            raise UserError(f"cannot resume {resume}: it stopped at batch {progress['batch']} of epoch "
+                            f"{progress['epoch']}, but the training data now makes {steps_per_epoch} batches an "
+                            f"epoch ({len(data.train)} samples): did the data change?")
         if is_main:
             print(f"resumed from {resume} at step {progress['step']} (epoch {progress['epoch']}, "
                   f"batch {progress['batch']})")
@@ -283,13 +343,13 @@ def run(args, device, argv, dist=None):
         os.makedirs(checkpoints, exist_ok=True)
         write_config(run_folder, args, config, data, device, total_steps, warmup)
         metrics_path = os.path.join(run_folder, "metrics.jsonl")
-        if resume:
-            forget_metrics_after(metrics_path, progress["step"])
+        if args.resume:   # (from step 0 when there was no checkpoint yet: nothing is kept)
+            forget_metrics_after(metrics_path, progress["step"] if resume else -1)
         metrics_file = open(metrics_path, "a")
 
     def log(record):
         if is_main:
-            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.write(metrics_line(record) + "\n")
             metrics_file.flush()
 
     def run_evaluation(epoch, zeroshot=True, val=True):
@@ -308,7 +368,10 @@ def run(args, device, argv, dist=None):
         if dist is not None:
             dist.check_same_parameters(model)
         if is_main:
-            save_training_state(path, model, data.tokenizer, optimizer, progress, args, scaler)
+            try:
+                save_training_state(path, model, data.tokenizer, optimizer, progress, args, scaler)
+            except NonFiniteState as error:
+                raise UserError(diverged(f"after step {progress['step']}, {error}", last_saved)) from None
         return path
 
     global_batch = args.world_size * args.batch_size * args.accum_freq
@@ -349,9 +412,7 @@ def run(args, device, argv, dist=None):
                     loss, = dist.mean([loss])   # every rank sees the same loss, so all stop on a NaN
                 if not math.isfinite(loss):
                     bar.close()
-                    raise SystemExit(f"the loss is {loss} at step {progress['step'] + 1}: stopping. Nothing "
-                                     f"was saved after the last good checkpoint ({last_saved or 'none'}); "
-                                     f"try a lower --lr, --grad-clip-norm, or a longer --warmup")
+                    raise UserError(diverged(f"the loss is {loss} at step {progress['step'] + 1}", last_saved))
                 overflow = False
                 if scaler is not None:   # the gradients are the same on every rank here (all-reduced)
                     loss_scale = scaler.scale
@@ -419,14 +480,43 @@ def run(args, device, argv, dist=None):
     return 0
 
 
+def diverged(what, last_saved):
+    """The message that stops a run whose loss or weights are no longer finite numbers."""
+    return (f"{what}: stopping. Nothing was saved after the last good checkpoint ({last_saved or 'none'}); "
+            f"try a lower --lr, --grad-clip-norm, or a longer --warmup")
+
+
+def metrics_line(record):
+    """One line of metrics.jsonl. JSON has no NaN or infinity (json.dumps would write a bare NaN,
+    which JSON readers refuse): a number that is not finite is written as null."""
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: finite(v) for key, v in value.items()}
+        return value
+    return json.dumps(finite(record), allow_nan=False)
+
+
 def forget_metrics_after(path, step):
     """Drop the lines of metrics.jsonl logged after `step`: a run that stopped past its last
-    checkpoint logged steps that the resumed run is about to do (and log) again."""
+    checkpoint logged steps that the resumed run is about to do (and log) again. A last line that
+    is not JSON was cut short by a crash mid-write and is dropped too; any other is a damaged file."""
     if not os.path.exists(path):
         return
     with open(path) as f:
-        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write(path, [line.encode() for line in lines])
+        lines = f.readlines()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+            if record is not None and record["step"] <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError) as error:
+            if number < len(lines):
+                raise UserError(f"{path} line {number}: not a metrics record ({error!r}); fix or delete "
+                                f"the line to resume") from None
+    atomic_write(path, [line.encode() for line in kept])
 
 
 def saved_step(path):
@@ -450,12 +540,12 @@ def resume_command(argv, args):
 
 def check_same_flags(args, path):
     """Refuse to resume with flags that change the model or the order of the data."""
-    saved = json.loads(read_safetensors_metadata(path)["miniclip_training"])["args"]
+    saved = training_metadata(path)["args"]
     # (A key the checkpoint lacks is a flag added after it was written: nothing to compare.)
     changed = [f"{flag_name(k)} {getattr(args, k)!r} (the checkpoint has {saved[k]!r})"
                for k in SAME_ON_RESUME if k in saved and saved[k] != getattr(args, k)]
     if changed:
-        raise SystemExit(f"cannot resume {path} exactly with different flags: " + "; ".join(changed))
+        raise UserError(f"cannot resume {path} exactly with different flags: " + "; ".join(changed))
 
 
 def flag_name(key):

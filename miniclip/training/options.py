@@ -1,11 +1,16 @@
 """The flags of `python -m miniclip.train`: OpenCLIP's names and meanings where OpenCLIP has them.
 
 With no flags at all the command trains the small default model on the built-in shapes dataset
-on the CPU in a few minutes. `resolve(args)` fills the defaults that depend on other flags (the
+on the CPU in a few minutes. `check(args)` refuses a value outside a flag's range (a UserError
+naming the flag); `resolve(args)` fills the defaults that depend on other flags (the
 run name, the warmup), so the run folder's config.json records every value that was used.
 """
 import argparse
+import math
+import os
 import time
+
+from miniclip.errors import UserError
 
 SCHEDULERS = ("cosine", "const")
 # --precision (OpenCLIP's names) -> the 16-bit dtype of the matmuls (miniclip/amp.py), None: float32
@@ -117,27 +122,49 @@ def parse_args(argv=None):
     return resolve(args)
 
 
+# The range of every numeric flag; floats must also be finite numbers (not nan or inf).
+COUNTS = ("batch_size", "accum_freq", "epochs", "max_steps", "train_num_samples", "val_num_samples",
+          "zeroshot_num_samples", "save_frequency", "zeroshot_frequency", "val_frequency",
+          "log_every_n_steps")                              # integers >= 1 (None: the default)
+POSITIVE = ("lr", "eps", "grad_clip_norm")                  # > 0 (None: the default)
+NON_NEGATIVE = ("wd", "warmup", "workers", "seed")          # >= 0 (None: the default)
+FRACTIONS = ("beta1", "beta2")                              # 0 <= beta < 1: AdamW's moving averages
+# A learned vocabulary counts 256 byte tokens, 256 byte tokens ending a word, the merges and
+# 2 special tokens (miniclip/tokenizer).
+MIN_VOCAB_SIZE = 514
+
+
 def check(args):
-    """Refuse combinations that cannot work, naming the flag."""
-    for flag in ("batch_size", "accum_freq", "epochs", "save_frequency", "zeroshot_frequency",
-                 "val_frequency", "log_every_n_steps", "val_num_samples", "zeroshot_num_samples"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    for flag in ("max_steps", "train_num_samples"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise SystemExit(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    if args.workers < 0:
-        raise SystemExit(f"--workers must be >= 0, got {args.workers}")
+    """Refuse values and combinations that cannot work: a UserError naming the flag
+    (`python -m miniclip.train` prints it and exits with code 2)."""
+    for key in COUNTS + POSITIVE + NON_NEGATIVE + FRACTIONS:
+        value = getattr(args, key)
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key in COUNTS and value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{flag} must be a finite number, got {value}")
+        if key in POSITIVE and not value > 0:
+            raise UserError(f"{flag} must be greater than 0, got {value}")
+        if key in NON_NEGATIVE and value < 0:
+            raise UserError(f"{flag} must be at least 0, got {value}")
+        if key in FRACTIONS and not 0 <= value < 1:
+            raise UserError(f"{flag} must be at least 0 and less than 1, got {value}")
+    if args.vocab_size < MIN_VOCAB_SIZE:
+        raise UserError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte tokens, 256 more that end a "
+                        f"word, 2 special tokens), got {args.vocab_size}")
     if args.resume == "latest" and args.name is None:
-        raise SystemExit("--resume latest needs --name: the run folder whose latest checkpoint to load")
+        raise UserError("--resume latest needs --name: the run folder whose latest checkpoint to load")
     if (args.local_loss or args.gather_with_grad) and not args.distributed:
-        raise SystemExit("--local-loss and --gather-with-grad are for data-parallel runs: add --distributed "
-                         "(and start the ranks with mpirun)")
+        raise UserError("--local-loss and --gather-with-grad are for data-parallel runs: add --distributed "
+                        "(and start the ranks with mpirun)")
     if args.local_loss and not args.gather_with_grad:
-        raise SystemExit("--local-loss needs --gather-with-grad: without it the gradient of each rank's "
-                         "features as negatives in the other ranks' rows is lost")
+        raise UserError("--local-loss needs --gather-with-grad: without it the gradient of each rank's "
+                        "features as negatives in the other ranks' rows is lost")
     if args.lock_image and args.lock_text:
-        raise SystemExit("--lock-image and --lock-text together leave nothing to train")
+        raise UserError("--lock-image and --lock-text together leave nothing to train")
 
 
 def resolve(args):
@@ -147,6 +174,16 @@ def resolve(args):
         # (Fashion-MNIST has 60,000 training images: --train-num-samples 60000 takes them all.)
         args.train_num_samples = 15360
     if args.name is None:
-        args.name = (f"{time.strftime('%Y_%m_%d-%H_%M_%S')}-model_{args.model.replace('/', '_')}"
-                     f"-lr_{args.lr:g}-b_{args.batch_size}")
+        args.name = default_name(args)
     return args
+
+
+def default_name(args):
+    """date, model, lr and batch size; -2, -3, ... when runs started in the same second (a run
+    folder that exists needs --resume: miniclip/training/state.py)."""
+    name = (f"{time.strftime('%Y_%m_%d-%H_%M_%S')}-model_{args.model.replace('/', '_')}"
+            f"-lr_{args.lr:g}-b_{args.batch_size}")
+    taken = 1
+    while os.path.exists(os.path.join(args.logs, name if taken == 1 else f"{name}-{taken}")):
+        taken += 1
+    return name if taken == 1 else f"{name}-{taken}"

@@ -1,4 +1,5 @@
-"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+"""Training checkpoints, and the run folder they live in: everything needed to continue a run
+exactly where it stopped, and nothing that a crash or a second run could silently spoil.
 
 One safetensors file per checkpoint, `<run>/checkpoints/epoch_<E>.safetensors` (end of an epoch)
 or `step_<N>.safetensors` (a run stopped mid-epoch, e.g. by Ctrl-C). It holds
@@ -11,23 +12,49 @@ or `step_<N>.safetensors` (a run stopped mid-epoch, e.g. by Ctrl-C). It holds
 Why this is enough for an exact resume: the learning rate is a function of the step, and a batch
 is a function of (seed, epoch, batch index) (see miniclip/data/loader.py), so a resumed run sees
 the same batches with the same weights and moments as the run that never stopped.
-The write is atomic (miniclip.checkpoint.atomic_write): an interrupted save leaves the previous
-checkpoint as it was.
+
+What keeps a checkpoint good:
+- the write is atomic (miniclip.checkpoint.atomic_write): an interrupted save leaves the previous
+  checkpoint as it was (and, after kill -9, a hidden .tmp-* file, which the next run removes);
+- a diverged state is never saved: every weight and optimizer moment must be finite (checked on the
+  host copy that the save makes anyway, so it costs no read from the GPU);
+- one live run per folder: the run holds an flock on <run>/.lock, so a second run with the same
+  --name stops with a message instead of mixing its checkpoints and metrics into the first's.
 """
+import contextlib
+import fcntl
 import glob
 import json
 import os
+import struct
+import warnings
+
+import numpy as np
 
 from miniclip.checkpoint import load_safetensors, read_safetensors_metadata, save_safetensors
 from miniclip.creation import get_rng
+from miniclip.errors import UserError
 from miniclip.models import TRAINING_STATE_PREFIX, model_metadata, model_tensors
 
 TRAINING_KEY = "miniclip_training"
+LOCK_FILE = ".lock"
+TEMPORARY_PREFIX = ".tmp-"   # miniclip.checkpoint.atomic_write's temporary files
+
+
+class NonFiniteState(ArithmeticError):
+    """The weights or optimizer moments hold NaN or infinity: a diverged run, not saved."""
+
+
+def non_finite_tensors(tensors):
+    """The names of the floating-point arrays that hold a NaN or an infinity."""
+    return [name for name, array in tensors.items()
+            if array.dtype.kind == "f" and not np.isfinite(array).all()]
 
 
 def save_training_state(path, model, tokenizer, optimizer, progress, args, grad_scaler=None):
     """Write a checkpoint; progress = {"step", "epoch", "batch"}: what is done so far;
-    grad_scaler: the float16 loss scaler (--precision amp), or None."""
+    grad_scaler: the float16 loss scaler (--precision amp), or None.
+    Raises NonFiniteState, writing nothing, if a weight or a moment is not finite."""
     tensors = model_tensors(model)
     optimizer_state = optimizer.state_dict()
     scalars = {}
@@ -37,6 +64,10 @@ def save_training_state(path, model, tokenizer, optimizer, progress, args, grad_
                 tensors[f"{TRAINING_STATE_PREFIX}{index}.{name}"] = value
             else:
                 scalars.setdefault(str(index), {})[name] = value
+    bad = non_finite_tensors(tensors)
+    if bad:
+        raise NonFiniteState(f"{len(bad)} of {len(tensors)} weight and optimizer tensors hold NaN or "
+                             f"infinity ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
     training = {**progress, "param_groups": optimizer_state["param_groups"], "optimizer_scalars": scalars,
                 "rng": get_rng().bit_generator.state, "args": vars(args)}
     if grad_scaler is not None:
@@ -50,11 +81,12 @@ def save_training_state(path, model, tokenizer, optimizer, progress, args, grad_
 def load_training_state(path, model, optimizer, grad_scaler=None):
     """Restore the weights, the optimizer, the random generator and the loss scaler (when given
     and saved; a run that switches to --precision amp starts a fresh one); return the progress."""
-    tensors, metadata = load_safetensors(path)
-    if TRAINING_KEY not in metadata:
-        raise SystemExit(f"{path} is a model file, not a training checkpoint (no optimizer state or "
-                         f"step); to start from its weights use --pretrained {path}")
-    training = json.loads(metadata[TRAINING_KEY])
+    training = training_metadata(path)
+    tensors, _ = load_safetensors(path)
+    bad = non_finite_tensors(tensors)
+    if bad:   # written before saves were checked: a diverged run
+        raise UserError(f"--resume {path}: {len(bad)} tensors hold NaN or infinity ({bad[0]}, ...); "
+                        f"resume from an earlier checkpoint of the run")
     model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(TRAINING_STATE_PREFIX)})
     state = {}
     for key, value in tensors.items():
@@ -70,11 +102,81 @@ def load_training_state(path, model, optimizer, grad_scaler=None):
     return {k: training[k] for k in ("step", "epoch", "batch")}
 
 
+def training_metadata(path):
+    """The training state (step, data position, optimizer scalars, flags) saved in a checkpoint's
+    metadata; a UserError if the file is a model file or its training state is unreadable."""
+    metadata = read_safetensors_metadata(path)
+    if TRAINING_KEY not in metadata:
+        raise UserError(f"{path} is a model file, not a training checkpoint (no optimizer state or "
+                        f"step); to start from its weights use --pretrained {path}")
+    try:
+        training = json.loads(metadata[TRAINING_KEY])
+        for key in ("step", "epoch", "batch"):
+            int(training[key])
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: its training state ({TRAINING_KEY} metadata) is unreadable: {error!r}") from None
+    return training
+
+
 def checkpoint_step(path):
-    return json.loads(read_safetensors_metadata(path)[TRAINING_KEY])["step"]
+    return training_metadata(path)["step"]
 
 
 def latest_checkpoint(folder):
-    """The checkpoint in `folder` with the most steps done, or None."""
-    paths = glob.glob(os.path.join(folder, "*.safetensors"))
-    return max(paths, key=checkpoint_step) if paths else None
+    """The training checkpoint in `folder` with the most steps done, or None. A file there that is
+    not a readable training checkpoint (a model file, a copied-in or damaged file) is skipped with a
+    warning naming it, so that it cannot block `--resume latest`."""
+    steps = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
+        try:
+            steps[path] = checkpoint_step(path)
+        except (ValueError, OSError, struct.error) as error:   # UserError is a ValueError
+            warnings.warn(f"--resume latest: skipping {path}: not a readable training checkpoint ({error})",
+                          stacklevel=2)
+    return max(steps, key=steps.get) if steps else None
+
+
+@contextlib.contextmanager
+def own_run_folder(run_folder, resuming):
+    """Hold the run folder for one run, from before it reads anything there to its end.
+
+    - The lock: an exclusive flock on <run>/.lock (holding the pid, for the message). A second run
+      with the same --name, even with --resume, stops here while the first lives. The kernel drops
+      an flock when its process ends, however it ends (kill -9 too), so a dead run's lock never
+      blocks; the file itself stays (deleting it would let two runs lock two different files).
+    - A folder that already holds a run needs --resume: a new run would overwrite its checkpoints,
+      replace its config.json and append to its metrics.jsonl, and `--resume latest` would later
+      mix the two runs' checkpoints.
+    - The .tmp-* files of saves that kill -9 interrupted are removed: the lock says no save is
+      running."""
+    os.makedirs(run_folder, exist_ok=True)
+    path = os.path.join(run_folder, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"{run_folder} is in use by a run that is still going (process {holder}, which "
+                            f"holds {path}): wait for it to end, or choose another --name") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        held = sorted(set(os.listdir(run_folder)) - {LOCK_FILE})
+        if held and not resuming:
+            raise UserError(f"{run_folder} already holds a run ({', '.join(held)}): continue it with "
+                            f"--resume latest, or choose another --name (a run never writes over another)")
+        removed = remove_temporaries(run_folder)
+        if removed:
+            print(f"removed {len(removed)} temporary files left by an interrupted save: {', '.join(removed)}")
+        yield
+    finally:
+        os.close(fd)   # and with it the lock
+
+
+def remove_temporaries(run_folder):
+    """Delete the .tmp-* files in the run folder and its checkpoints/; return their paths."""
+    paths = [path for folder in (run_folder, os.path.join(run_folder, "checkpoints"))
+             for path in sorted(glob.glob(os.path.join(folder, TEMPORARY_PREFIX + "*")))]
+    for path in paths:
+        os.remove(path)
+    return paths

@@ -4,6 +4,7 @@ import functools
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from miniclip.data.fashion_mnist import DEFAULT_ROOT, ROOT_VARIABLE
 from miniclip.training.data import RunData
 from miniclip.training.plots import read_metrics
 from tests.data.fashion_mnist_files import write_fashion_mnist
+from tests.training.conftest import user_error
 
 
 def run(flags, name):
@@ -157,7 +159,7 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_usable(run_flag
     assert code == 0 and os.path.exists(os.path.join(checkpoints, "epoch_2.safetensors"))
 
 
-def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(run_flags, monkeypatch, tmp_path):
+def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(run_flags, monkeypatch, tmp_path, capsys):
     real_step, steps = train.forward_backward, []
 
     def nan_at_step_6(*args, **kwargs):
@@ -165,8 +167,8 @@ def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(run_flags
         return float("nan") if len(steps) == 6 else real_step(*args, **kwargs)
 
     monkeypatch.setattr(train, "forward_backward", nan_at_step_6)
-    with pytest.raises(SystemExit, match=r"the loss is nan at step 6.*epoch_1.safetensors"):
-        run(run_flags + ["--epochs", "2"], "nan")
+    message = user_error(capsys, run_flags + ["--epochs", "2", "--name", "nan"])
+    assert re.search(r"the loss is nan at step 6.*last good checkpoint \(.*epoch_1.safetensors\)", message), message
     assert os.listdir(os.path.join(tmp_path / "logs", "nan", "checkpoints")) == ["epoch_1.safetensors"]
 
 
@@ -328,41 +330,50 @@ def test_trains_on_a_csv_file(run_flags, tmp_path, separator, extension):
     assert "val_image_to_text_R@1" in evals[-1]["eval"]
 
 
+def data_error(capsys, argv):
+    """The message of a run stopped by a bad data file: a user error (exit code 2), or an exception
+    where miniclip/data does not raise its errors as UserError yet."""
+    try:
+        train.main(argv)
+    except SystemExit as error:
+        assert error.code == 2 or isinstance(error.code, str), error.code
+        return str(error.code) if isinstance(error.code, str) else capsys.readouterr().err
+    except Exception as error:
+        return str(error)
+    pytest.fail("the run did not stop")
+
+
 def test_bad_data_is_an_error_naming_the_file_or_skipped_and_counted(run_flags, tmp_path, capsys):
     path = tmp_path / "pairs.tsv"
     path.write_text("\n".join(write_pairs(tmp_path, 40, "\t", broken=(3,))) + "\n")
     flags = run_flags + ["--train-data", str(path), "--epochs", "1", "--batch-size", "8"]
-    with pytest.raises(Exception, match=r"pairs.tsv line 5.*3.png"):
-        run(flags, "bad")
+    assert re.search(r"pairs.tsv line 5.*3.png", data_error(capsys, flags + ["--name", "bad"]))
     with pytest.warns(UserWarning, match="skipped 1 bad samples"):
         code, _ = run(flags + ["--skip-bad-samples"], "skipped")
     assert code == 0
     assert "skipped 1 bad samples" in capsys.readouterr().out
 
 
-def test_wrong_column_name_and_missing_data_are_clear_errors(run_flags, tmp_path):
+def test_wrong_column_name_and_missing_data_are_clear_errors(run_flags, tmp_path, capsys):
     path = tmp_path / "pairs.tsv"
     path.write_text("\n".join(write_pairs(tmp_path, 4, "\t")) + "\n")
-    with pytest.raises(Exception, match="caption"):
-        run(run_flags + ["--train-data", str(path), "--csv-caption-key", "caption"], "columns")
-    with pytest.raises(SystemExit, match="data not found: .*nowhere.tsv"):
-        run(run_flags + ["--train-data", str(tmp_path / "nowhere.tsv")], "missing")
+    assert "caption" in data_error(capsys, run_flags + ["--train-data", str(path), "--csv-caption-key", "caption",
+                                                        "--name", "columns"])
+    assert re.search("data not found: .*nowhere.tsv",
+                     data_error(capsys, run_flags + ["--train-data", str(tmp_path / "nowhere.tsv"), "--name", "missing"]))
 
 
-def test_bad_flags_are_refused(run_flags):
-    with pytest.raises(SystemExit, match="--batch-size must be at least 1"):
-        train.main(run_flags + ["--batch-size", "0"])
-    with pytest.raises(SystemExit, match="--resume latest needs --name"):
-        train.main(run_flags + ["--resume", "latest"])
+def test_bad_flags_are_refused(run_flags, capsys):
+    assert "--batch-size must be at least 1" in user_error(capsys, run_flags + ["--batch-size", "0"])
+    assert "--resume latest needs --name" in user_error(capsys, run_flags + ["--resume", "latest"])
     if not miniclip.has_gpu():
-        with pytest.raises(SystemExit, match="--device cuda: CuPy cannot see a CUDA GPU"):
-            train.main(run_flags + ["--device", "cuda"])
+        assert "--device cuda: CuPy cannot see a CUDA GPU" in user_error(capsys, run_flags + ["--device", "cuda"])
 
 
-def test_resume_refuses_flags_that_change_the_data(run_flags):
+def test_resume_refuses_flags_that_change_the_data(run_flags, capsys):
     run(run_flags + ["--max-steps", "2"], "r")
-    with pytest.raises(SystemExit, match="--batch-size 8 .*the checkpoint has 16"):
-        run(run_flags + ["--max-steps", "2", "--resume", "latest", "--batch-size", "8"], "r")
+    message = user_error(capsys, run_flags + ["--max-steps", "2", "--resume", "latest", "--batch-size", "8", "--name", "r"])
+    assert re.search("--batch-size 8 .*the checkpoint has 16", message), message
 
 
 @pytest.fixture
@@ -409,3 +420,191 @@ def test_help_says_that_bfloat16_is_emulated(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     assert "amp_bf16: bfloat16 matmuls, emulated" in " ".join(capsys.readouterr().out.split())
+
+
+# ---- issue 17: nothing lost, nothing silently wrong ----------------------------------------------
+
+def test_a_run_folder_that_holds_a_run_needs_resume(run_flags, tmp_path, capsys):
+    flags = run_flags + ["--max-steps", "2"]
+    _, folder = run(flags, "taken")
+    before = {name: open(os.path.join(folder, name), "rb").read() for name in ("config.json", "metrics.jsonl")}
+    message = user_error(capsys, flags + ["--epochs", "3", "--name", "taken"])
+    assert "already holds a run" in message and "--resume latest" in message and "--name" in message
+    assert {name: open(os.path.join(folder, name), "rb").read() for name in before} == before   # untouched
+    code, _ = run(flags + ["--max-steps", "3", "--resume", "latest"], "taken")
+    assert code == 0 and [step for step, _ in step_losses(folder)] == [1, 2, 3]
+
+
+def test_a_live_run_locks_its_folder_even_against_resume(run_flags, tmp_path, capsys):
+    from miniclip.training.state import own_run_folder
+    folder = os.path.join(tmp_path / "logs", "busy")
+    with own_run_folder(folder, resuming=False):   # another live run (an flock of its own)
+        message = user_error(capsys, run_flags + ["--max-steps", "2", "--name", "busy", "--resume", "latest"])
+    assert f"is in use by a run that is still going (process {os.getpid()}" in message
+    code, _ = run(run_flags + ["--max-steps", "2", "--resume", "latest"], "busy")   # the lock ended with it
+    assert code == 0 and len(step_losses(folder)) == 2
+
+
+def test_default_run_names_started_in_the_same_second_differ(run_flags, tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda pattern: "2026_01_01-00_00_00")
+    for _ in range(2):
+        assert train.main(run_flags + ["--max-steps", "1"]) == 0
+    names = sorted(os.listdir(tmp_path / "logs"))
+    assert len(names) == 2 and names[1] == names[0] + "-2", names
+    assert all(len(step_losses(os.path.join(tmp_path / "logs", name))) == 1 for name in names)
+
+
+def all_finite(path):
+    return all(np.isfinite(array).all() for array in load_safetensors(path)[0].values() if array.dtype.kind == "f")
+
+
+def test_a_diverged_run_never_saves_weights_that_are_not_finite(run_flags, tmp_path, capsys):
+    # lr 1e3: the loss can stay finite while the update makes weights or moments infinite (a save
+    # once wrote 75 such tensors into epoch_1; the loss was the only check).
+    message = user_error(capsys, run_flags + ["--lr", "1e3", "--max-steps", "8", "--name", "diverged"])
+    found = re.search(r"(hold NaN or infinity|the loss is (nan|inf)).*last good checkpoint \((.*?)\)", message)
+    assert found, message
+    checkpoints = os.path.join(tmp_path / "logs", "diverged", "checkpoints")
+    saved = sorted(glob.glob(os.path.join(checkpoints, "*")))
+    assert saved == ([] if found[3] == "none" else [found[3]]), (saved, message)   # only the one named
+    assert all(all_finite(path) for path in saved)
+
+
+def test_a_save_refuses_non_finite_weights_and_names_the_last_good_checkpoint(run_flags, tmp_path, monkeypatch,
+                                                                              capsys):
+    real_step, steps = train.optim.AdamW.step, []
+
+    def weights_blow_up_at_step_8(optimizer):
+        real_step(optimizer)
+        steps.append(1)
+        if len(steps) == 8:   # after the last loss: only the state to be saved tells
+            optimizer.param_groups[1]["params"][-1].data[...] = np.inf
+
+    monkeypatch.setattr(train.optim.AdamW, "step", weights_blow_up_at_step_8)
+    message = user_error(capsys, run_flags + ["--epochs", "2", "--name", "inf"])
+    assert re.search(r"after step 8, 1 of \d+ weight and optimizer tensors hold NaN or infinity.*"
+                     r"last good checkpoint \(.*epoch_1.safetensors\)", message), message
+    checkpoints = os.path.join(tmp_path / "logs", "inf", "checkpoints")
+    assert os.listdir(checkpoints) == ["epoch_1.safetensors"] and all_finite(os.path.join(checkpoints, "epoch_1.safetensors"))
+
+
+def test_resume_refuses_a_checkpoint_that_is_not_finite(run_flags, tmp_path, capsys):
+    from miniclip.checkpoint import save_safetensors
+    from miniclip.checkpoint import read_safetensors_metadata
+    _, folder = run(run_flags + ["--max-steps", "2"], "old")
+    path = glob.glob(os.path.join(folder, "checkpoints", "*"))[0]
+    tensors = load_safetensors(path)[0]
+    tensors["text_projection"][0, 0] = np.nan   # as saved before saves were checked
+    save_safetensors(path, tensors, read_safetensors_metadata(path))
+    message = user_error(capsys, run_flags + ["--max-steps", "3", "--resume", "latest", "--name", "old"])
+    assert "1 tensors hold NaN or infinity (text_projection" in message and "earlier checkpoint" in message
+
+
+def test_resume_drops_a_cut_last_metrics_line_skips_foreign_files_and_removes_temporaries(run_flags, tmp_path, capsys):
+    flags = run_flags + ["--epochs", "2"]
+    _, folder = run(flags, "crashed")
+    expected = read_metrics(os.path.join(folder, "metrics.jsonl"))
+    checkpoints = os.path.join(folder, "checkpoints")
+    # As left by kill -9: epoch 2's save cut short (its temporary file stays), a metrics line half written.
+    os.rename(os.path.join(checkpoints, "epoch_2.safetensors"), os.path.join(checkpoints, ".tmp-x1y2epoch_2.safetensors"))
+    with open(os.path.join(folder, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 9, "epoch": 2, "lo')
+    # and files that are not this run's checkpoints: a foreign file, a model file
+    with open(os.path.join(checkpoints, "junk.safetensors"), "wb") as f:
+        f.write(b"\x07\x00\x00\x00\x00\x00\x00\x00not json")
+    model, tokenizer = miniclip.load_model(os.path.join(checkpoints, "epoch_1.safetensors"))
+    miniclip.save_model(os.path.join(checkpoints, "model.safetensors"), model, tokenizer)
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="skipping .*junk.safetensors") as warned:
+        code, _ = run(flags + ["--resume", "latest"], "crashed")
+    assert code == 0
+    assert any("model.safetensors" in str(w.message) and "model file" in str(w.message) for w in warned)
+    assert "removed 1 temporary files left by an interrupted save: " in capsys.readouterr().out
+    assert not glob.glob(os.path.join(checkpoints, ".tmp-*")) and not glob.glob(os.path.join(folder, ".tmp-*"))
+    again = read_metrics(os.path.join(folder, "metrics.jsonl"))
+    assert [r["step"] for r in again] == [r["step"] for r in expected]
+    assert step_losses(folder) == [(r["step"], r["loss"]) for r in expected if "loss" in r]
+
+
+def test_resume_refuses_a_damaged_metrics_file_and_a_model_file(run_flags, tmp_path, capsys):
+    _, folder = run(run_flags + ["--max-steps", "2"], "damaged")
+    checkpoint = glob.glob(os.path.join(folder, "checkpoints", "*"))[0]
+    metrics = os.path.join(folder, "metrics.jsonl")
+    lines = open(metrics).readlines()
+    open(metrics, "w").writelines(lines[:1] + ["{not json\n"] + lines[1:])
+    message = user_error(capsys, run_flags + ["--max-steps", "3", "--resume", "latest", "--name", "damaged"])
+    assert f"{metrics} line 2: not a metrics record" in message
+    model, tokenizer = miniclip.load_model(checkpoint)
+    model_file = str(tmp_path / "model.safetensors")
+    miniclip.save_model(model_file, model, tokenizer)
+    message = user_error(capsys, run_flags + ["--max-steps", "3", "--resume", model_file, "--name", "from_model"])
+    assert "is a model file, not a training checkpoint" in message and f"--pretrained {model_file}" in message
+
+
+def test_resume_refuses_data_that_shrank_below_the_saved_batch(run_flags, tmp_path, capsys):
+    path = tmp_path / "pairs.tsv"
+    lines = write_pairs(tmp_path, 32, "\t")
+    path.write_text("\n".join(lines) + "\n")
+    flags = run_flags + ["--train-data", str(path), "--batch-size", "8"]
+    run(flags + ["--max-steps", "3"], "shrank")   # stops at batch 3 of the 4 batches of epoch 0
+    path.write_text("\n".join(lines[:17]) + "\n")   # 16 pairs: 2 batches an epoch
+    message = user_error(capsys, flags + ["--max-steps", "8", "--resume", "latest", "--name", "shrank"])
+    assert "stopped at batch 3 of epoch 0, but the training data now makes 2 batches an epoch" in message
+
+
+def test_pretrained_from_a_miniclip_checkpoint_keeps_its_tokenizer(run_flags, tmp_path, tiny_model, capsys):
+    _, first = run(run_flags + ["--max-steps", "2"], "first")
+    checkpoint = glob.glob(os.path.join(first, "checkpoints", "*"))[0]
+    code, second = run(run_flags + ["--max-steps", "2", "--pretrained", checkpoint], "second")
+    assert code == 0
+    configs = [json.load(open(os.path.join(f, "config.json"))) for f in (first, second)]
+    assert configs[1]["tokenizer_vocab_size"] == configs[0]["tokenizer_vocab_size"]
+    assert configs[1]["model_config"]["text_cfg"] == configs[0]["model_config"]["text_cfg"]
+    wider = json.load(open(tiny_model))
+    wider["vision_cfg"]["width"] = 48
+    other = tmp_path / "wider.json"
+    other.write_text(json.dumps(wider))
+    message = user_error(capsys, run_flags + ["--max-steps", "2", "--pretrained", checkpoint, "--model", str(other),
+                                              "--name", "third"])
+    assert f"--pretrained {checkpoint} does not fit --model {other}" in message and "vision_cfg" in message
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--lr", "-1", "--lr must be greater than 0, got -1.0"),
+    ("--lr", "nan", "--lr must be a finite number, got nan"),
+    ("--grad-clip-norm", "-1", "--grad-clip-norm must be greater than 0"),
+    ("--eps", "0", "--eps must be greater than 0"),
+    ("--beta1", "-0.1", "--beta1 must be at least 0 and less than 1"),
+    ("--beta2", "2", "--beta2 must be at least 0 and less than 1, got 2.0"),
+    ("--wd", "-0.1", "--wd must be at least 0"),
+    ("--warmup", "-5", "--warmup must be at least 0, got -5"),
+    ("--workers", "-1", "--workers must be at least 0"),
+    ("--seed", "-1", "--seed must be at least 0"),
+    ("--max-steps", "0", "--max-steps must be at least 1"),
+    ("--train-num-samples", "0", "--train-num-samples must be at least 1"),
+    ("--log-every-n-steps", "0", "--log-every-n-steps must be at least 1"),
+    ("--vocab-size", "300", "--vocab-size must be at least 514"),
+    ("--model", "no-such-model", "--model no-such-model: unknown model"),
+])
+def test_every_numeric_flag_is_checked_with_one_message(run_flags, capsys, flag, value, expected):
+    assert expected in user_error(capsys, run_flags + ["--max-steps", "1", flag, value])
+
+
+def test_an_evaluation_that_is_not_finite_is_written_as_null(run_flags, monkeypatch):
+    real_evaluate = train.evaluate
+
+    def nan_val_loss(*args, **kwargs):
+        metrics, plot_data = real_evaluate(*args, **kwargs)
+        return {**metrics, "val_loss": float("nan"), "val_image_to_text_R@1": float("inf")}, plot_data
+
+    monkeypatch.setattr(train, "evaluate", nan_val_loss)
+    code, folder = run(run_flags + ["--max-steps", "2"], "nan_eval")
+    assert code == 0
+
+    def not_json(constant):
+        raise AssertionError(f"metrics.jsonl holds {constant}, which is not JSON")
+
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        records = [json.loads(line, parse_constant=not_json) for line in f]
+    evals = [r["eval"] for r in records if "eval" in r]
+    assert evals and all(e["val_loss"] is None and e["val_image_to_text_R@1"] is None for e in evals)
