@@ -36,7 +36,7 @@ def create_model(name_or_config, checkpoint=None, max_parameters=MAX_PARAMETERS)
         state_dict, checkpoint_config = load_checkpoint(checkpoint, max_parameters)
         if checkpoint_config is not None:
             check_same_architecture(config, checkpoint_config, checkpoint)
-        model.load_state_dict(state_dict)
+        load_weights(model, state_dict, checkpoint)
     return model
 
 
@@ -73,6 +73,15 @@ def checkpoint_config(path, max_parameters=MAX_PARAMETERS):
     return None
 
 
+def load_weights(model, state_dict, path):
+    """model.load_state_dict(state_dict), where a missing, unexpected or misshapen tensor is the
+    checkpoint's fault: a UserError naming the file and the tensors."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise UserError(f"{path}: its tensors do not fit the model: {error}") from None
+
+
 # miniclip's training checkpoints keep the optimizer's moments beside the weights, under this
 # prefix (no OpenCLIP key starts with it); load_checkpoint leaves them out.
 TRAINING_STATE_PREFIX = "optimizer."
@@ -105,7 +114,7 @@ def load_model(path, max_parameters=MAX_PARAMETERS):
         raise UserError(f"{path} holds no model config (miniclip_config metadata, or an "
                         f"open_clip_config.json beside it); use create_model(config, checkpoint=path)")
     model = create_model(config, max_parameters=max_parameters)
-    model.load_state_dict(state_dict)
+    load_weights(model, state_dict, path)
     return model, load_tokenizer(path, config["text_cfg"]["context_length"])
 
 

@@ -318,3 +318,15 @@ def test_parameter_count_matches_openclip_for_every_config_miniclip_supports(tor
         assert miniclip.models.config.parameter_count(config) == sum(p.numel() for p in theirs.parameters()), name
         counted += 1
     assert counted >= 10
+
+
+def test_tensors_that_do_not_fit_the_config_are_refused_naming_them(tmp_path):
+    tensors = miniclip.models.model_tensors(miniclip.create_model(TINY))
+    tensors["visual.proj"] = np.zeros((3, 3), np.float32)
+    del tensors["ln_final.bias"]
+    path = str(tmp_path / "model.safetensors")
+    checkpoint.save_safetensors(path, tensors, {"miniclip_config": json.dumps(TINY)})
+    for load in (miniclip.load_model, lambda path: miniclip.create_model(TINY, checkpoint=path)):
+        with pytest.raises(UserError, match=r"its tensors do not fit the model(.|\n)*ln_final.bias(.|\n)*visual.proj") as error:
+            load(path)
+        assert path in str(error.value)
