@@ -47,7 +47,7 @@ DTYPE_NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
 STORED = {**{name: np.dtype(dtype).newbyteorder("<") for name, dtype in DTYPES.items()},
           "BF16": np.dtype("<u2")}
 MAX_HEADER_BYTES = 100_000_000          # the safetensors library's limit
-MAX_DIMENSIONS = 32                     # the fewest NumPy versions allow
+MAX_DIMENSIONS = 32                     # NumPy 1.x's limit (2.x allows 64)
 
 
 class TensorEntry(NamedTuple):
