@@ -9,8 +9,10 @@ are ranked by it, best first (the text->image half of retrieval in zeroshot.py).
 printed with their scores and drawn as a contact sheet: a PNG grid of the images, each labelled
 with its rank, score and file name.
 Why: the quickest way to see what a trained model has learned, beyond one accuracy number.
+An unreadable image stops the search, naming it; --skip-bad-samples leaves such images out and
+counts them (as in zeroshot.py).
 Checked by tests/test_search.py: a planted case whose ranking is known, the sheet's grid size,
-and the errors for bad input.
+bad images skipped, and the errors for bad input.
 """
 import argparse
 import math
@@ -19,10 +21,11 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from miniclip.data.files import BadSampleError, open_image
+from miniclip.data.files import open_image
 from miniclip.data.folders import image_files
-from miniclip.zeroshot import (CommandLineError, add_model_arguments, encode_image_files, encode_texts,
-                               load_model_and_tokenizer, resolve_device)
+from miniclip.errors import UserError, exit_on_user_error
+from miniclip.zeroshot import (add_model_arguments, encode_image_files, encode_texts, load_model_and_tokenizer,
+                               report_skipped, resolve_device)
 
 # The contact sheet's layout, in pixels: each cell is a THUMBNAIL x THUMBNAIL image above
 # LABEL_HEIGHT pixels of text; cells and the title are separated by PADDING.
@@ -93,22 +96,24 @@ def build_parser():
 
 def run(args):
     if not args.query.strip():
-        raise CommandLineError("the query is empty: give a text to search for, e.g. 'a red circle'")
+        raise UserError("the query is empty: give a text to search for, e.g. 'a red circle'")
     if args.top_k < 1 or args.batch_size < 1 or args.workers < 0:
-        raise CommandLineError(f"need --top-k >= 1, --batch-size >= 1 and --workers >= 0; got "
+        raise UserError(f"need --top-k >= 1, --batch-size >= 1 and --workers >= 0; got "
                                f"{args.top_k}, {args.batch_size} and {args.workers}")
     if not os.path.isdir(args.images):
-        raise CommandLineError(f"--images {args.images}: no such folder")
+        raise UserError(f"--images {args.images}: no such folder")
     paths = image_files(args.images)
     if not paths:
-        raise CommandLineError(f"--images {args.images} holds no image files (subfolders included)")
+        raise UserError(f"--images {args.images} holds no image files (subfolders included)")
     if not args.out.lower().endswith(".png"):
-        raise CommandLineError(f"--out {args.out}: the contact sheet is a PNG, name it *.png")
+        raise UserError(f"--out {args.out}: the contact sheet is a PNG, name it *.png")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise CommandLineError(f"--out {args.out}: its folder does not exist")
+        raise UserError(f"--out {args.out}: its folder does not exist")
     device = resolve_device(args.device)
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.tokenizer, device)
-    image_features = encode_image_files(model, paths, args.batch_size, device, args.workers)   # (N, D)
+    image_features, kept, skipped = encode_image_files(model, paths, args.batch_size, device, args.workers,
+                                                       args.skip_bad_samples)                # (N, D)
+    paths = [paths[i] for i in kept]
     text_feature = encode_texts(model, tokenizer, [args.query], device=device)[0]              # (D,)
     order, scores = rank_images(image_features, text_feature, args.top_k)
 
@@ -120,15 +125,12 @@ def run(args):
     sheet = contact_sheet([open_image(paths[i], paths[i]) for i in order], scores, names, args.query)
     sheet.save(args.out)
     print(f"contact sheet: {args.out} ({sheet.width} x {sheet.height})")
+    report_skipped(skipped)
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except (CommandLineError, BadSampleError, FileNotFoundError, ValueError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    exit_on_user_error(parser.prog, run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,12 @@ The command line (main() at the bottom):
         --classes "red circle,blue square" --images photos/
         # photos/ with subfolders named as classes: accuracy; a flat folder: per-image predictions
 
+An image that cannot be read stops the command with a message naming it; --skip-bad-samples (as
+the trainer's) leaves such images out instead, counts them and names the first ones.
+
 Checked by tests/test_zeroshot.py: the metrics on hand-computed cases (ties, permuted pairs), the
 template ensembling with a stub text tower whose answer is known, and the command line end to end
-on a tiny model.
+on a tiny model, with bad images skipped or refused, and its errors (exit code 2, or a bug's traceback).
 """
 import argparse
 import os
@@ -34,10 +37,11 @@ import os
 import numpy as np
 
 from miniclip.backend import has_gpu, to_device, to_numpy
-from miniclip.data.files import IMAGE_EXTENSIONS, BadSampleError, open_image
+from miniclip.data.files import IMAGE_EXTENSIONS, open_image
 from miniclip.data.folders import DEFAULT_TEMPLATES, ImageClassFolder, image_files
 from miniclip.data.loader import Loader
 from miniclip.data.transforms import image_transform
+from miniclip.errors import UserError, exit_on_user_error
 from miniclip.models import load_model
 from miniclip.tensor import Tensor, no_grad
 from miniclip.tokenizer import Tokenizer
@@ -113,17 +117,15 @@ def caption_vs_hard_negatives(image_features, caption_features, negative_feature
 
 # ---------------------------------------------------------------------------------------------
 # The command-line tools (this one and miniclip/search.py): load a checkpoint, read image files.
-
-class CommandLineError(Exception):
-    """A mistake in the arguments or the files they name; main() prints it without a traceback."""
-
+# A mistake in the flags or the files they name is a UserError (miniclip/errors.py): main() prints
+# it in one line and exits with code 2; anything else is a bug and keeps its traceback.
 
 def resolve_device(name):
     """'auto' -> 'cuda' when CuPy sees a GPU, else 'cpu'."""
     if name == "auto":
         return "cuda" if has_gpu() else "cpu"
     if name == "cuda" and not has_gpu():
-        raise CommandLineError("--device cuda: CuPy is not installed or sees no GPU")
+        raise UserError("--device cuda: CuPy is not installed or sees no GPU")
     return name
 
 
@@ -133,17 +135,17 @@ def load_model_and_tokenizer(checkpoint, tokenizer_path=None, device="cpu"):
     The tokenizer is the one saved in the checkpoint, or the merges file `tokenizer_path`
     (needed for OpenCLIP's own files, which hold no tokenizer)."""
     if not os.path.isfile(checkpoint):
-        raise CommandLineError(f"--checkpoint {checkpoint}: no such file")
+        raise UserError(f"--checkpoint {checkpoint}: no such file")
     model, tokenizer = load_model(checkpoint)
     if tokenizer_path is not None:
         if not os.path.isfile(tokenizer_path):
-            raise CommandLineError(f"--tokenizer {tokenizer_path}: no such file")
+            raise UserError(f"--tokenizer {tokenizer_path}: no such file")
         tokenizer = Tokenizer(tokenizer_path, context_length=model.context_length)
     if tokenizer is None:
-        raise CommandLineError(f"{checkpoint} holds no tokenizer (no BPE merges in its metadata); pass "
+        raise UserError(f"{checkpoint} holds no tokenizer (no BPE merges in its metadata); pass "
                                f"--tokenizer MERGES_FILE, e.g. OpenAI's bpe_simple_vocab_16e6.txt.gz")
     if tokenizer.vocab_size > model.vocab_size:
-        raise CommandLineError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model in "
+        raise UserError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model in "
                                f"{checkpoint} only {model.vocab_size}: they do not belong together")
     model.eval()
     return model.to(device), tokenizer
@@ -166,12 +168,25 @@ class ImageList:
         return open_image(self.paths[index], self.paths[index]), self.labels[index]
 
 
-def encode_image_files(model, paths, batch_size=64, device="cpu", workers=2):
-    """Normalised embeddings (N, embed_dim) of image files of any size and mode: CLIP's eval
-    transform resizes the shorter side, centre-crops to the model's input and converts to RGB."""
+def encode_image_files(model, paths, batch_size=64, device="cpu", workers=2, skip_bad_samples=False):
+    """(features, kept, skipped): normalised embeddings (N', embed_dim) of image files of any size
+    and mode (CLIP's eval transform resizes the shorter side, centre-crops to the model's input and
+    converts to RGB); kept, the indices into `paths` of the N' images encoded, in order; skipped, a
+    message per image that could not be read. Without skip_bad_samples the first bad image raises
+    BadSampleError, so kept is every index and skipped is empty."""
     loader = Loader(ImageList(paths), batch_size, image_transform(model.visual.image_size, is_train=False),
-                    workers=workers, shuffle=False)
-    return encode_images(model, (images for images, _ in loader.epoch(0)), device=device)
+                    workers=workers, shuffle=False, skip_bad_samples=skip_bad_samples)
+    features, kept = [], []
+    for images, indices in loader.epoch(0):   # ImageList's labels are the indices themselves
+        features.append(encode_images(model, images, batch_size=batch_size, device=device))
+        kept += indices
+    return np.concatenate(features), kept, loader.skipped
+
+
+def report_skipped(skipped):
+    """The summary line of --skip-bad-samples, after a command's results."""
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable images (--skip-bad-samples); the first: {skipped[0]}")
 
 
 def add_model_arguments(parser):
@@ -185,6 +200,10 @@ def add_model_arguments(parser):
     parser.add_argument("--workers", type=int, default=2, help="threads decoding images (default: 2)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: the GPU when CuPy sees one, else the CPU")
+    parser.add_argument("--skip-bad-samples", action="store_true",
+                        help="leave out the images that cannot be read (missing, truncated, not an image, "
+                             "too many pixels), count them and name the first ones; without it the first "
+                             "one stops the command. More than half of them bad is still an error")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,37 +237,39 @@ def parse_classes(text):
     names = [name.strip() for name in text.split(",") if name.strip()]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise CommandLineError(f"--classes names {', '.join(duplicates)} more than once")
+        raise UserError(f"--classes names {', '.join(duplicates)} more than once")
     return names
 
 
 def images_and_labels(args):
     """(class names, image paths, labels or None) from --class-dir, or --classes with --images."""
     if args.class_dir is not None:
+        if not os.path.isdir(args.class_dir):
+            raise UserError(f"--class-dir {args.class_dir}: no such folder")
         if args.images is not None:
-            raise CommandLineError("--images goes with --classes; with --class-dir the images are "
+            raise UserError("--images goes with --classes; with --class-dir the images are "
                                    "the files of its class folders")
         folder = ImageClassFolder(args.class_dir)
         return folder.classnames, [path for path, _ in folder.samples], [label for _, label in folder.samples]
 
     classnames = parse_classes(args.classes)
     if args.images is None:
-        raise CommandLineError("--classes needs --images DIR: the images to classify")
+        raise UserError("--classes needs --images DIR: the images to classify")
     if not os.path.isdir(args.images):
-        raise CommandLineError(f"--images {args.images}: no such folder")
+        raise UserError(f"--images {args.images}: no such folder")
     subfolders = sorted(d for d in os.listdir(args.images)
                         if os.path.isdir(os.path.join(args.images, d)) and not d.startswith("."))
     if not subfolders:                                   # a flat folder: nothing to score against
         paths = image_files(args.images)
         if not paths:
-            raise CommandLineError(f"--images {args.images} holds no image files")
+            raise UserError(f"--images {args.images} holds no image files")
         return classnames, paths, None
 
     paths, labels = [], []
     for folder in subfolders:
         name = folder.replace("_", " ")
         if name not in classnames:
-            raise CommandLineError(f"{os.path.join(args.images, folder)}: folder {folder!r} is not one of "
+            raise UserError(f"{os.path.join(args.images, folder)}: folder {folder!r} is not one of "
                                    f"the --classes ({', '.join(classnames)}); name each subfolder after "
                                    f"a class, '_' for a space")
         folder_paths = image_files(os.path.join(args.images, folder))
@@ -257,21 +278,21 @@ def images_and_labels(args):
     loose = [n for n in sorted(os.listdir(args.images))
              if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(args.images, n))]
     if loose:
-        raise CommandLineError(f"--images {args.images} mixes class subfolders with loose images "
+        raise UserError(f"--images {args.images} mixes class subfolders with loose images "
                                f"({loose[0]}, ...): put every image in its class's folder")
     if not paths:
-        raise CommandLineError(f"the class folders under {args.images} hold no image files")
+        raise UserError(f"the class folders under {args.images} hold no image files")
     return classnames, paths, labels
 
 
 def check_arguments(args, classnames):
     if len(classnames) < 2:
-        raise CommandLineError(f"zero-shot classification needs at least 2 classes, got {classnames}")
+        raise UserError(f"zero-shot classification needs at least 2 classes, got {classnames}")
     for template in args.templates:
         if "{}" not in template:
-            raise CommandLineError(f"template {template!r} has no '{{}}' for the class name")
+            raise UserError(f"template {template!r} has no '{{}}' for the class name")
     if args.top_k < 1 or args.batch_size < 1 or args.workers < 0:
-        raise CommandLineError(f"need --top-k >= 1, --batch-size >= 1 and --workers >= 0; got "
+        raise UserError(f"need --top-k >= 1, --batch-size >= 1 and --workers >= 0; got "
                                f"{args.top_k}, {args.batch_size} and {args.workers}")
 
 
@@ -311,23 +332,21 @@ def run(args):
     device = resolve_device(args.device)
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.tokenizer, device)
     classifier = zeroshot_classifier(model, tokenizer, classnames, args.templates, device=device)
-    features = encode_image_files(model, paths, args.batch_size, device, args.workers)
-    print(f"zero-shot: {len(paths)} images, {len(classnames)} classes, {len(args.templates)} prompt "
+    features, kept, skipped = encode_image_files(model, paths, args.batch_size, device, args.workers,
+                                                 args.skip_bad_samples)
+    print(f"zero-shot: {len(kept)} images, {len(classnames)} classes, {len(args.templates)} prompt "
           f"templates per class ({args.checkpoint})")
     if labels is None:
         logit_scale = float(np.exp(to_numpy(model.logit_scale.data)))
-        print_predictions(classnames, paths, features, classifier, logit_scale, args.top_k)
+        print_predictions(classnames, [paths[i] for i in kept], features, classifier, logit_scale, args.top_k)
     else:
-        print_accuracy(classnames, features, labels, classifier, args.top_k)
+        print_accuracy(classnames, features, [labels[i] for i in kept], classifier, args.top_k)
+    report_skipped(skipped)
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except (CommandLineError, BadSampleError, FileNotFoundError, ValueError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    exit_on_user_error(parser.prog, run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,24 @@ def test_search_contact_sheet_grid_with_two_rows(tmp_path, capsys, colour_model)
         assert sheet.convert("RGB").getpixel(cell_centre(0, 1)) == (255, 160, 0)   # rank 5: 4.png
 
 
+def test_search_skip_bad_samples_ranks_the_readable_images(tmp_path, capsys, colour_model):
+    images = tmp_path / "images"
+    write_image(images / "a_blue.png", (0, 0, 255))
+    (images / "b_broken.png").write_bytes(b"not a png")
+    write_image(images / "c_red.png", (255, 0, 0))
+    out_png = tmp_path / "sheet.png"
+    with pytest.warns(UserWarning, match="skipped 1 bad samples"):
+        out = run_search(capsys, "--checkpoint", "unused", "--images", images, "red", "--out", out_png,
+                         "--batch-size", "2", "--skip-bad-samples")
+    lines = out.splitlines()
+    assert lines[0] == f"query: 'red': the top 2 of 2 images under {images}"
+    assert [line.split()[2] for line in lines[2:4]] == [str(images / "c_red.png"), str(images / "a_blue.png")]
+    assert lines[-1].startswith(f"skipped 1 unreadable images (--skip-bad-samples); the first: "
+                                f"{images / 'b_broken.png'}: cannot read image")
+    with Image.open(out_png) as sheet:
+        assert sheet.size == sheet_size(2)
+
+
 def test_search_with_a_tiny_model(tmp_path, capsys, tiny_checkpoint):
     checkpoint, _, _ = tiny_checkpoint
     write_image(tmp_path / "images" / "a.png", (255, 0, 0), size=(64, 40))

@@ -292,6 +292,63 @@ def test_cli_flat_folder_prints_predictions(tmp_path, capsys, colour_model):
         assert best == expected and float(probability) > 0.9         # softmax(100 * cosine)
 
 
+def test_cli_skip_bad_samples_leaves_out_unreadable_images_and_says_so(tmp_path, capsys, colour_model):
+    """Was: one bad image stopped the command, with no way to skip it."""
+    write_image(tmp_path / "red" / "a.png", (255, 0, 0))
+    (tmp_path / "red" / "b.png").write_bytes(b"not a png")
+    write_image(tmp_path / "blue" / "a.png", (0, 0, 255))
+    write_image(tmp_path / "blue" / "b.png", (255, 0, 0))                # a red image labelled blue
+    assert f"cannot read image {tmp_path / 'red' / 'b.png'}" in run_failing(
+        capsys, zeroshot.main, "--checkpoint", "unused", "--class-dir", tmp_path)
+    with pytest.warns(UserWarning, match=r"skipped 1 bad samples in epoch 0"):
+        out = run_main(capsys, "--checkpoint", "unused", "--class-dir", tmp_path, "--skip-bad-samples").out
+    lines = out.splitlines()
+    assert lines[0].startswith("zero-shot: 3 images, 2 classes")
+    assert lines[2].split() == ["blue", "2", "50.0%"] and lines[3].split() == ["red", "1", "100.0%"]
+    assert "top-1 accuracy: 66.67%  (2/3; chance 50.00%)" in out
+    bad = tmp_path / "red" / "b.png"
+    assert lines[-1] == (f"skipped 1 unreadable images (--skip-bad-samples); the first: {bad}: "
+                         f"cannot read image {bad}: cannot identify image file '{bad}'")
+
+
+def test_cli_skip_bad_samples_keeps_each_prediction_with_its_image(tmp_path, capsys, colour_model):
+    write_image(tmp_path / "a.png", (250, 5, 5))
+    (tmp_path / "b.png").write_bytes(b"")
+    write_image(tmp_path / "c.png", (5, 5, 250))
+    with pytest.warns(UserWarning, match="skipped 1 bad samples"):
+        out = run_main(capsys, "--checkpoint", "unused", "--classes", "red,blue", "--images", tmp_path,
+                       "--top-k", "1", "--batch-size", "2", "--skip-bad-samples").out
+    lines = out.splitlines()
+    assert lines[0].startswith("zero-shot: 2 images, 2 classes")
+    assert [line.split("\t")[0] for line in lines[1:3]] == [str(tmp_path / "a.png"), str(tmp_path / "c.png")]
+    assert [line.split("\t")[1].split()[0] for line in lines[1:3]] == ["red", "blue"]
+    assert lines[3].startswith(f"skipped 1 unreadable images (--skip-bad-samples); the first: {tmp_path / 'b.png'}")
+
+
+def test_cli_too_many_bad_images_is_an_error_even_when_skipping(tmp_path, capsys, colour_model):
+    write_image(tmp_path / "red" / "a.png", (255, 0, 0))
+    for name in ("b", "c"):
+        (tmp_path / "red" / f"{name}.png").write_bytes(b"not a png")
+    write_image(tmp_path / "blue" / "a.png", (0, 0, 255))
+    (tmp_path / "blue" / "b.png").write_bytes(b"not a png")
+    err = run_failing(capsys, zeroshot.main, "--checkpoint", "unused", "--class-dir", tmp_path, "--skip-bad-samples")
+    assert err.startswith("python -m miniclip.zeroshot: error: too many bad samples to skip: 3 of the 5 samples "
+                          f"tried in epoch 0 are bad; the first: {tmp_path / 'blue' / 'b.png'}: cannot read image")
+
+
+def test_cli_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only user errors become one line and exit code 2; anything else is a bug and is raised."""
+    write_image(tmp_path / "red" / "a.png", (255, 0, 0))
+    write_image(tmp_path / "blue" / "a.png", (0, 0, 255))
+
+    def broken(checkpoint, tokenizer_path=None, device="cpu"):
+        raise ValueError("a bug, not the user's mistake")
+
+    monkeypatch.setattr(zeroshot, "load_model_and_tokenizer", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        zeroshot.main(["--checkpoint", "unused", "--class-dir", str(tmp_path), "--device", "cpu"])
+
+
 # --- the command line with a real tiny model ----------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -364,6 +421,7 @@ def test_cli_errors(tmp_path, capsys, tiny_checkpoint):
         "--checkpoint", checkpoint, "--classes", "red,blue", "--images", images, "--templates", "a photo")
     assert "--images nowhere: no such folder" in error(
         "--checkpoint", checkpoint, "--classes", "red,blue", "--images", "nowhere")
+    assert "--class-dir nowhere: no such folder" in error("--checkpoint", checkpoint, "--class-dir", "nowhere")
 
     (tmp_path / "empty").mkdir()
     assert "holds no image files" in error(
