@@ -18,7 +18,8 @@ How, and the guarantees:
 - Bad samples, with skip_bad_samples=True. A BadSampleError is counted instead (`loader.skipped`,
   one message per bad sample) and the epoch's end warns with the first names. With drop_last=True
   (training: full batches, ranks in lockstep) each bad sample's place is taken by the next good
-  sample of the rank's order after the batch (wrapping around), so every batch stays full, the
+  sample of the rank's order after the batch (wrapping around; that sample is then seen twice in
+  the epoch, with the same augmentation), so every batch stays full, the
   epoch has exactly len(loader) batches, and batch k is still a function of (seed, epoch, k): a
   resumed run gets the same batches. With drop_last=False (evaluation) a bad sample is left out:
   the batch is shorter, and a batch with no good sample is not yielded. Too many bad samples mean

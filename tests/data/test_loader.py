@@ -1,4 +1,5 @@
-"""The threaded loader: same batches for any number of workers, errors, shutdown, sharding."""
+"""The threaded loader: same batches for any number of workers, errors, bad samples skipped (full
+batches, exact epochs and resumes, limits), shutdown, sharding."""
 import threading
 import time
 import warnings
