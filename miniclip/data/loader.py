@@ -188,8 +188,9 @@ class Loader:
                 where = self.dataset.describe(index) if hasattr(self.dataset, "describe") else "no description"
                 raise RuntimeError(f"loading sample {index} ({where}) failed: {type(e).__name__}: {e}") from e
         if fill and len(images) < len(own):
-            raise self._too_many(f"batch {k} of epoch {epoch} cannot be filled: {len(bad)} of the {n} samples "
-                                 f"of this rank are bad, {len(images)} good, fewer than a batch of {size}",
+            rank = f" of rank {self.rank}" if self.world_size > 1 else ""
+            raise self._too_many(f"batch {k} of epoch {epoch} cannot be filled: of the {n} samples{rank}, "
+                                 f"{len(bad)} are bad and {len(images)} good, fewer than a batch of {size}",
                                  list(bad.values()))
         if not images:
             return None, tried, bad

@@ -189,8 +189,8 @@ def test_the_trainers_loop_ends_and_a_resumed_run_sees_the_same_steps():
 
 def test_a_dataset_whose_samples_are_all_bad_stops_with_a_user_error():
     """Was: the epoch yielded nothing and the trainer's loop went round for ever at step 0."""
-    for drop_last, message in ((True, r"batch 0 of epoch 0 cannot be filled: 16 of the 16 samples of this rank "
-                                      r"are bad, 0 good"),
+    for drop_last, message in ((True, r"batch 0 of epoch 0 cannot be filled: of the 16 samples, 16 are bad and "
+                                      r"0 good, fewer than a batch of 4"),
                                (False, r"epoch 0 has no batch: all 16 samples tried are bad")):
         loader = Loader(Numbers(16, bad=range(16)), 4, first_pixel, workers=2, shuffle=False,
                         drop_last=drop_last, skip_bad_samples=True)
