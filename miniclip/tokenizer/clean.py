@@ -4,8 +4,10 @@ OpenCLIP's `SimpleTokenizer` (clean='lower', the default for every CLIP model) r
 
     ftfy.fix_text(text) → html.unescape twice → strip → " ".join(text.split()) → lower()
 
-`clean()` below does the same. ftfy is not a miniclip dependency, so `fix_text()` re-implements
-the part of `ftfy.fix_text` (ftfy 6.3, default settings) that changes real captions. Per line
+`clean()` below does the same. When ftfy is installed (the optional `text` extra) it calls
+ftfy.fix_text itself, exactly OpenCLIP's; ftfy is not a miniclip dependency, so `fix_text()`
+re-implements, as the readable fallback, the part of `ftfy.fix_text` (ftfy 6.3, default settings)
+that changes real captions. Per line
 (ftfy works line by line), and repeated until nothing changes, in ftfy's order:
 
 1. HTML entities: '&amp;', '&eacute;', '&#39;', '&#x2019;' … but only names ending in ';', plus
@@ -35,6 +37,11 @@ import html
 import html.entities
 import re
 import unicodedata
+
+try:   # the optional `text` extra: ftfy itself, mojibake repair included
+    from ftfy import fix_text as ftfy_fix_text
+except ImportError:
+    ftfy_fix_text = None
 
 # --- 1. HTML entities, ftfy's conservative variant ---------------------------------------------
 # Only entities that end in ';' (so "this&not that" keeps its '&not'), and the upper-case spelling
@@ -134,7 +141,9 @@ def fix_text(text, max_line_length=1_000_000):
     return "".join(pieces)
 
 
-def clean(text):
-    """The text OpenCLIP tokenises: fixed, entities unescaped, whitespace collapsed, lower-case."""
-    text = html.unescape(html.unescape(fix_text(text)))
+def clean(text, use_libraries=True):
+    """The text OpenCLIP tokenises: fixed, entities unescaped, whitespace collapsed, lower-case.
+    The fixing is ftfy's own when it is installed and use_libraries, else fix_text above."""
+    fix = ftfy_fix_text if use_libraries and ftfy_fix_text is not None else fix_text
+    text = html.unescape(html.unescape(fix(text)))
     return " ".join(text.split()).lower()

@@ -9,10 +9,12 @@ i.e. at each position, the first alternative that matches wins: a special token,
 contraction, a run of letters, ONE digit (so '2024' is four words — numbers get no merges), or a
 run of anything else that is not whitespace ('...', '!?', '😀'). Whitespace only separates.
 
-\\p{L} / \\p{N} are the Unicode general categories Letter (Lu Ll Lt Lm Lo) and Number (Nd Nl No);
-Python's built-in `re` has no \\p{...}, and miniclip must not depend on the `regex` module. So
-`word_pattern()` writes those classes out as explicit code-point ranges, computed once from
-`unicodedata`, and compiles an equivalent stdlib `re` pattern. Three details make it exact:
+\\p{L} / \\p{N} are the Unicode general categories Letter (Lu Ll Lt Lm Lo) and Number (Nd Nl No).
+When the `regex` module is installed (the optional `text` extra), `pretokenize` uses this very
+pattern with it, as OpenCLIP does. Python's built-in `re` has no \\p{...}, and miniclip does not
+depend on `regex`; so, as the readable fallback, `word_pattern()` writes those classes out as
+explicit code-point ranges, computed once from `unicodedata`, and compiles an equivalent stdlib
+`re` pattern. Three details make it exact:
 
 - `\\s` in `regex` is Unicode White_Space, which lacks the four ASCII separators U+001C-U+001F
   that Python's str.isspace() (and `re`'s \\s) count as space: they are "other" characters here.
@@ -32,6 +34,11 @@ import functools
 import re
 import sys
 import unicodedata
+
+try:   # the optional `text` extra: the module OpenCLIP's pattern is written for
+    import regex
+except ImportError:
+    regex = None
 
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
@@ -78,8 +85,18 @@ def word_pattern(max_code_point=sys.maxunicode):
                       f"|[^{spaces}{letters}{numbers}{_IGNORED}]+")
 
 
-def pretokenize(text):
-    """'a dog's 2 toys!' → ['a', 'dog', "'s", '2', 'toys', '!']"""
+@functools.cache
+def regex_word_pattern():
+    """CLIP's pattern itself, compiled by the `regex` module."""
+    specials = "|".join(SPECIAL_TOKENS + CONTRACTIONS)
+    return regex.compile(specials + r"|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+", regex.IGNORECASE)
+
+
+def pretokenize(text, use_libraries=True):
+    """'a dog's 2 toys!' → ['a', 'dog', "'s", '2', 'toys', '!'] (with `regex` when it is
+    installed and use_libraries, else with word_pattern's stdlib equivalent)"""
+    if use_libraries and regex is not None:
+        return regex_word_pattern().findall(text)
     # re tests a character against a class's Basic Multilingual Plane part with one table look-up,
     # but walks the ~250 ranges above U+FFFF one by one: text without such characters (most
     # captions: emoji are the common exception) uses the pattern built for the BMP, ~7x faster.

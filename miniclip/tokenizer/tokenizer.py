@@ -50,9 +50,11 @@ class Tokenizer:
     vocab_size:     use the first vocab_size - 514 merges of the file; by default all of them,
                     but at most CLIP's 48,894 (vocab 49,408), which is what OpenAI's file needs
     merges:         instead of a path, the list of (first, second) merges (train.py uses this)
+    use_libraries:  clean with ftfy and cut words with `regex` when they are installed (the `text`
+                    extra: exactly OpenCLIP's), else with the readable re-implementations here
     """
 
-    def __init__(self, merges_path=None, context_length=77, vocab_size=None, merges=None):
+    def __init__(self, merges_path=None, context_length=77, vocab_size=None, merges=None, use_libraries=True):
         if merges_path is not None and merges is not None:
             raise ValueError("Tokenizer takes a merges file or a list of merges, not both")
         if merges_path is None and merges is None:
@@ -69,6 +71,7 @@ class Tokenizer:
                              f"{source} has {len(merges)}")
         self.merges = merges[:vocab_size - BASE_VOCAB_SIZE]
         self.context_length = context_length
+        self.use_libraries = use_libraries
         self.decoder = _build_vocabulary(self.merges, source)   # id → token string
         self.encoder = {token: i for i, token in enumerate(self.decoder)}
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
@@ -93,7 +96,7 @@ class Tokenizer:
     def encode(self, text):
         """One caption → its token ids, without SOT/EOT: 'a cat' → [320, 2368]."""
         ids = []
-        for word in pretokenize(clean(text)):
+        for word in pretokenize(clean(text, self.use_libraries), self.use_libraries):
             word_ids = self._cache.get(word)
             if word_ids is None:
                 word_ids = self._cache[word] = self._encode_word(word)

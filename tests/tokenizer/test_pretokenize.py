@@ -30,7 +30,7 @@ def test_every_code_point_is_classified_as_regex_does(reference, plane):
     # its own, or (whitespace, U+0345) no token at all. BMP-only text takes the faster pattern.
     chars = [c for c in ASSIGNED if plane == "all" or c <= "\uffff"]
     text = " ".join(chars)
-    ours, theirs = pretokenize(text), reference.pat.findall(text)
+    ours, theirs = pretokenize(text, use_libraries=False), reference.pat.findall(text)
     if ours != theirs:
         missing = sorted(set(theirs) ^ set(ours))[:10]
         pytest.fail(f"{len(ours)} vs {len(theirs)} tokens; first differing characters: "
@@ -41,7 +41,8 @@ def test_every_code_point_is_classified_as_regex_does(reference, plane):
 @settings(max_examples=400, deadline=None)
 @given(text=strings)
 def test_random_strings_split_as_regex_does(reference, text):
-    assert pretokenize(text) == reference.pat.findall(text)
+    assert pretokenize(text, use_libraries=False) == reference.pat.findall(text)
+    assert pretokenize(text) == reference.pat.findall(text)     # with `regex`, installed with open_clip
 
 
 @pytest.mark.parametrize("text, words", [
@@ -56,5 +57,6 @@ def test_random_strings_split_as_regex_does(reference, text):
     ("café 日本語 😀👍", ["café", "日本語", "😀👍"]),
     ("", []),
 ])
-def test_examples(text, words):
-    assert pretokenize(text) == words
+@pytest.mark.parametrize("use_libraries", [False, True])
+def test_examples(text, words, use_libraries):
+    assert pretokenize(text, use_libraries) == words

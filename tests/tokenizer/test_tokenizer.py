@@ -1,5 +1,6 @@
 """Token ids against OpenCLIP's tokenizer for ViT-B/32 (whole (N, context) arrays), decode, errors."""
 import ast
+import json
 import pathlib
 
 import numpy as np
@@ -33,6 +34,15 @@ def assert_same_rows(ours, theirs, texts):
 @pytest.mark.oracle
 def test_corpus_ids_equal_open_clip(tokenizer, reference):
     assert_same_rows(tokenizer(CAPTIONS), reference(CAPTIONS).numpy(), CAPTIONS)
+
+
+@pytest.mark.oracle
+def test_corpus_ids_equal_open_clip_with_and_without_ftfy_and_regex(openai_bpe_path, reference, ftfy, regex):
+    # The default uses ftfy and regex when installed (they are, with open_clip); the readable
+    # re-implementations give the same ids on the corpus.
+    for use_libraries in (True, False):
+        ours = Tokenizer(openai_bpe_path, use_libraries=use_libraries)(CAPTIONS)
+        assert_same_rows(ours, reference(CAPTIONS).numpy(), CAPTIONS)
 
 
 @pytest.mark.oracle
@@ -135,8 +145,9 @@ def test_context_length_must_hold_sot_and_eot(tmp_path):
 
 
 def test_tokenizer_imports_only_runtime_dependencies():
-    # regex, ftfy, torch and open_clip are test oracles, never miniclip dependencies.
-    forbidden = {"regex", "ftfy", "torch", "open_clip"}
+    # torch and open_clip are test oracles, never miniclip dependencies (regex and ftfy are
+    # optional: see the next test).
+    forbidden = {"torch", "open_clip"}
     package = pathlib.Path(__file__).parents[2] / "miniclip" / "tokenizer"
     for path in sorted(package.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -144,3 +155,15 @@ def test_tokenizer_imports_only_runtime_dependencies():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+def test_without_ftfy_and_regex_the_tokenizer_falls_back_to_its_own_code():
+    import subprocess
+    import sys
+    code = ("import sys, json\nsys.modules['ftfy'] = sys.modules['regex'] = None   # as if not installed\n"
+            "from miniclip.tokenizer import Tokenizer\nfrom tests.tokenizer.corpus import CAPTIONS\n"
+            "print(json.dumps(Tokenizer()(CAPTIONS).tolist()))")
+    root = pathlib.Path(__file__).parents[2]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.array(json.loads(result.stdout)), Tokenizer(use_libraries=False)(CAPTIONS))
