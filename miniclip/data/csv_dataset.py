@@ -131,6 +131,10 @@ class CsvDataset:
     def _not_utf8(self):
         """Where the file's first byte that is not UTF-8 is: line, column and value."""
         with open(self.path, "rb") as f:
+            if f.read(2) in (b"\xff\xfe", b"\xfe\xff"):   # the byte-order mark of Excel's "Unicode Text"
+                return (f"{self.path}: the file is UTF-16, it must be UTF-8 (convert it, e.g. "
+                        f"iconv -f utf-16 -t utf-8, or save it from Excel as 'CSV UTF-8')")
+            f.seek(0)
             for number, line in enumerate(f, start=1):
                 try:
                     line.decode("utf-8")

@@ -130,6 +130,9 @@ def test_a_file_that_is_not_utf8_names_the_line_and_column(tmp_path):
     path.write_bytes("filepath\ttitle\nimages/a.jpg\tun caf\u00e9\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"latin1.tsv line 2, column 20: byte 0xe9 is not UTF-8"):
         CsvDataset(path)
+    path.write_bytes("filepath\ttitle\nimages/a.jpg\tun caf\u00e9\n".encode("utf-16"))   # Excel's "Unicode Text"
+    with pytest.raises(UserError, match=r"latin1.tsv: the file is UTF-16, it must be UTF-8"):
+        CsvDataset(path)
 
 
 def test_missing_csv_file(tmp_path):
