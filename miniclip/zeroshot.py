@@ -140,7 +140,10 @@ def load_model_and_tokenizer(checkpoint, tokenizer_path=None, device="cpu"):
     if tokenizer_path is not None:
         if not os.path.isfile(tokenizer_path):
             raise UserError(f"--tokenizer {tokenizer_path}: no such file")
-        tokenizer = Tokenizer(tokenizer_path, context_length=model.context_length)
+        try:
+            tokenizer = Tokenizer(tokenizer_path, context_length=model.context_length)
+        except ValueError as e:   # the merges file's reader refuses a file that is not one
+            raise UserError(f"--tokenizer {tokenizer_path}: {e}") from None
     if tokenizer is None:
         raise UserError(f"{checkpoint} holds no tokenizer (no BPE merges in its metadata); pass "
                                f"--tokenizer MERGES_FILE, e.g. OpenAI's bpe_simple_vocab_16e6.txt.gz")

@@ -409,6 +409,10 @@ def test_cli_errors(tmp_path, capsys, tiny_checkpoint):
         "--checkpoint", "missing.safetensors", "--class-dir", tmp_path / "two")
     assert "--tokenizer nope.txt: no such file" in error(
         "--checkpoint", checkpoint, "--tokenizer", "nope.txt", "--classes", "red,blue", "--images", images)
+    (tmp_path / "not_merges.txt").write_text("hello\n")
+    assert f"--tokenizer {tmp_path / 'not_merges.txt'}: " in error(
+        "--checkpoint", checkpoint, "--tokenizer", tmp_path / "not_merges.txt", "--classes", "red,blue",
+        "--images", images)
     assert "folder 'red' is not one of the --classes (green, blue)" in error(
         "--checkpoint", checkpoint, "--classes", "green,blue", "--images", images)
     assert "--classes needs --images DIR" in error("--checkpoint", checkpoint, "--classes", "red,blue")
