@@ -14,7 +14,6 @@ def test_import_miniclip_is_enough_for_its_submodules_and_quick():
     code = ("import time; t = time.perf_counter(); import miniclip; elapsed = time.perf_counter() - t\n"
             "assert callable(miniclip.losses.clip_loss) and callable(miniclip.losses.siglip_loss)\n"
             "assert miniclip.data.ShapesDataset and miniclip.tokenizer.Tokenizer and miniclip.models.create_model\n"
-            "assert callable(miniclip.zeroshot.zeroshot_accuracy)\n"
             "print(elapsed)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

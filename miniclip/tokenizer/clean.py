@@ -143,7 +143,10 @@ def fix_text(text, max_line_length=1_000_000):
 
 def clean(text, use_libraries=True):
     """The text OpenCLIP tokenises: fixed, entities unescaped, whitespace collapsed, lower-case.
-    The fixing is ftfy's own when it is installed and use_libraries, else fix_text above."""
-    fix = ftfy_fix_text if use_libraries and ftfy_fix_text is not None else fix_text
+    The fixing is ftfy's own when it is installed and use_libraries, else fix_text above; ASCII
+    text, which ftfy's mojibake repair (the one difference) never changes, always takes fix_text,
+    about 5x faster than ftfy."""
+    use_ftfy = use_libraries and ftfy_fix_text is not None and not text.isascii()
+    fix = ftfy_fix_text if use_ftfy else fix_text
     text = html.unescape(html.unescape(fix(text)))
     return " ".join(text.split()).lower()
