@@ -3,6 +3,7 @@
     model = miniclip.create_model("ViT-B-32")                 # a built-in config, random init
     model = miniclip.create_model("my_config.json")           # an OpenCLIP model-config file
     model = miniclip.create_model("ViT-B-32", checkpoint="open_clip_model.safetensors")
+    model = miniclip.create_model("ViT-B-32", pretrained="openai")   # OpenCLIP's tags (models/pretrained.py)
     miniclip.save_model("model.safetensors", model, tokenizer)   # weights + config + BPE merges
     model, tokenizer = miniclip.load_model("model.safetensors")   # everything needed to use it
 """
@@ -15,6 +16,7 @@ from miniclip.checkpoint import load_safetensors, read_safetensors_metadata, sav
 from miniclip.models.clip import CLIP
 from miniclip.errors import UserError
 from miniclip.models.config import MAX_PARAMETERS, list_models, load_config, resolve
+from miniclip.models import pretrained as pretrained_weights
 from miniclip.models.modified_resnet import ModifiedResNet
 from miniclip.models.vit import VisionTransformer
 from miniclip.backend import to_numpy
@@ -22,10 +24,19 @@ from miniclip.tensor import Tensor
 from miniclip.tokenizer import Tokenizer
 
 
-def create_model(name_or_config, checkpoint=None, max_parameters=MAX_PARAMETERS):
-    """Build a CLIP from a config name, JSON path or dict; load weights from `checkpoint` if given.
-    A config of more than `max_parameters` parameters is refused before anything is built."""
+def create_model(name_or_config, checkpoint=None, pretrained=None, max_parameters=MAX_PARAMETERS):
+    """Build a CLIP from a config name, JSON path or dict; load weights from `checkpoint` if given,
+    or from `pretrained`: an OpenCLIP tag of a built-in config ("openai", "laion2b_s34b_b79k", ...),
+    fetched from the Hugging Face hub or its cache (models/pretrained.py), or a file. A tag trained
+    with QuickGELU gets it, whatever the config says. A config of more than `max_parameters`
+    parameters is refused before anything is built."""
     config = load_config(name_or_config, max_parameters)
+    if pretrained is not None:
+        if checkpoint is not None:
+            raise UserError("give create_model a checkpoint or pretrained weights, not both")
+        if isinstance(name_or_config, str) and pretrained_weights.is_tag(name_or_config, pretrained):
+            config["quick_gelu"] = pretrained_weights.tag_uses_quick_gelu(name_or_config, pretrained)
+        checkpoint = pretrained_weights.pretrained_file(str(name_or_config), pretrained)
     init_logit_scale = config["init_logit_scale"]
     model = CLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"],
                  quick_gelu=config["quick_gelu"],

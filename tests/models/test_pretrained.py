@@ -69,3 +69,25 @@ def test_the_tags_are_open_clips(open_clip):
         repo, quick_gelu = pretrained.PRETRAINED[model][tag]
         assert theirs["hf_hub"].rstrip("/") == repo, (model, tag)
         assert bool(theirs.get("quick_gelu", False)) == quick_gelu, (model, tag)
+
+
+def test_create_model_loads_a_tag_from_the_hub_cache_with_the_tags_activation(tmp_path):
+    pytest.importorskip("huggingface_hub")
+    import numpy as np
+    import miniclip
+    from miniclip.checkpoint import save_safetensors
+    from miniclip.models import model_tensors
+    # A small stand-in for a tag's weights: register "tiny-vit-xs" tags for this test's process.
+    source = miniclip.create_model("tiny-vit-xs")
+    weights = hub_cache(tmp_path / "hub", "example/tiny-quickgelu")
+    save_safetensors(str(weights), model_tensors(source))
+    code = ("import numpy as np, miniclip\nfrom miniclip.models import pretrained\n"
+            "pretrained.PRETRAINED['tiny-vit-xs'] = {'example': ('example/tiny-quickgelu', True)}\n"
+            "model = miniclip.create_model('tiny-vit-xs', pretrained='example')\n"
+            "print(model.config['quick_gelu'], float(np.abs(model.visual.conv1.weight.data).sum()))\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"), HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    quick_gelu, weight_sum = result.stdout.split()
+    assert quick_gelu == "True"
+    assert float(weight_sum) == pytest.approx(float(np.abs(source.visual.conv1.weight.data).sum()), rel=1e-6)
