@@ -42,6 +42,7 @@ A mistake in the flags, files or checkpoints is one line on stderr and exit code
 miniclip/errors.py); a traceback means a bug in miniclip.
 """
 import contextlib
+import glob
 import json
 import math
 import os
@@ -231,6 +232,9 @@ def resume_path(args, checkpoints):
         return None
     if args.resume == "latest":
         path = latest_checkpoint(checkpoints)
+        if path is None and glob.glob(os.path.join(checkpoints, "*.safetensors")):
+            raise UserError(f"--resume latest: no readable training checkpoint in {checkpoints} (see the "
+                            f"warnings above); name one with --resume PATH")
         if path is None:
             print(f"--resume latest: no checkpoint in {checkpoints} yet: starting from step 0")
         return path

@@ -541,6 +541,22 @@ def test_resume_refuses_a_damaged_metrics_file_and_a_model_file(run_flags, tmp_p
     assert "is a model file, not a training checkpoint" in message and f"--pretrained {model_file}" in message
 
 
+def test_resume_latest_before_the_first_checkpoint_starts_again(run_flags, tmp_path, capsys):
+    folder = tmp_path / "logs" / "early"
+    os.makedirs(folder / "checkpoints")   # killed in its first epoch: steps logged, nothing saved
+    (folder / "metrics.jsonl").write_text('{"step": 0, "epoch": 0, "eval": {}}\n{"step": 1, "loss": 9.0}\n')
+    code, _ = run(run_flags + ["--max-steps", "2", "--resume", "latest"], "early")
+    assert code == 0 and "no checkpoint in" in capsys.readouterr().out
+    records = read_metrics(folder / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2, 2] and records[1]["loss"] != 9.0   # the old lines forgotten
+    # A folder whose checkpoints are all unreadable is not started again: that would write over them.
+    for name in os.listdir(folder / "checkpoints"):
+        (folder / "checkpoints" / name).write_bytes(b"\x00" * 4)
+    with pytest.warns(UserWarning, match="skipping"):
+        message = user_error(capsys, run_flags + ["--max-steps", "3", "--resume", "latest", "--name", "early"])
+    assert "no readable training checkpoint in" in message
+
+
 def test_resume_refuses_data_that_shrank_below_the_saved_batch(run_flags, tmp_path, capsys):
     path = tmp_path / "pairs.tsv"
     lines = write_pairs(tmp_path, 32, "\t")
