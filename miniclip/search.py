@@ -110,7 +110,7 @@ def run(args):
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UserError(f"--out {args.out}: its folder does not exist")
     device = resolve_device(args.device)
-    model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.tokenizer, device)
+    model, tokenizer = load_model_and_tokenizer(args, device)
     image_features, kept, skipped = encode_image_files(model, paths, args.batch_size, device, args.workers,
                                                        args.skip_bad_samples)                # (N, D)
     paths = [paths[i] for i in kept]

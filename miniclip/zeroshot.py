@@ -42,7 +42,8 @@ from miniclip.data.folders import DEFAULT_TEMPLATES, ImageClassFolder, image_fil
 from miniclip.data.loader import Loader
 from miniclip.data.transforms import image_transform
 from miniclip.errors import UserError, exit_on_user_error
-from miniclip.models import load_model
+from miniclip.models import create_model, load_model
+from miniclip.models.config import MAX_PARAMETERS
 from miniclip.tensor import Tensor, no_grad
 from miniclip.tokenizer import Tokenizer
 
@@ -129,27 +130,37 @@ def resolve_device(name):
     return name
 
 
-def load_model_and_tokenizer(checkpoint, tokenizer_path=None, device="cpu"):
-    """(model in eval mode on `device`, tokenizer) from a file that miniclip.load_model reads.
+def load_model_and_tokenizer(args, device="cpu"):
+    """(model in eval mode on `device`, tokenizer) as the flags say: --checkpoint FILE (a model
+    file miniclip.load_model reads), or OpenCLIP's pair --model NAME --pretrained TAG_OR_FILE.
 
-    The tokenizer is the one saved in the checkpoint, or the merges file `tokenizer_path`
-    (needed for OpenCLIP's own files, which hold no tokenizer)."""
-    if not os.path.isfile(checkpoint):
-        raise UserError(f"--checkpoint {checkpoint}: no such file")
-    model, tokenizer = load_model(checkpoint)
-    if tokenizer_path is not None:
-        if not os.path.isfile(tokenizer_path):
-            raise UserError(f"--tokenizer {tokenizer_path}: no such file")
+    The tokenizer is --tokenizer's merges file, else the one saved in the checkpoint, else
+    OpenAI's (the vocabulary of every CLIP that OpenAI and OpenCLIP trained, shipped with miniclip)."""
+    if (args.checkpoint is None) == (args.pretrained is None):
+        raise UserError("give --checkpoint FILE, or --model NAME --pretrained TAG_OR_FILE as in OpenCLIP "
+                        "(e.g. --model ViT-B-32 --pretrained openai)")
+    if args.checkpoint is not None:
+        if args.model is not None:
+            raise UserError("--model goes with --pretrained: a --checkpoint file carries its own config")
+        if not os.path.isfile(args.checkpoint):
+            raise UserError(f"--checkpoint {args.checkpoint}: no such file")
+        model, tokenizer = load_model(args.checkpoint, args.max_parameters)
+    else:
+        if args.model is None:
+            raise UserError(f"--pretrained {args.pretrained} needs --model, the architecture (e.g. --model ViT-B-32)")
+        model, tokenizer = create_model(args.model, pretrained=args.pretrained, max_parameters=args.max_parameters), None
+    if args.tokenizer is not None:
+        if not os.path.isfile(args.tokenizer):
+            raise UserError(f"--tokenizer {args.tokenizer}: no such file")
         try:
-            tokenizer = Tokenizer(tokenizer_path, context_length=model.context_length)
+            tokenizer = Tokenizer(args.tokenizer, context_length=model.context_length)
         except ValueError as e:   # the merges file's reader refuses a file that is not one
-            raise UserError(f"--tokenizer {tokenizer_path}: {e}") from None
+            raise UserError(f"--tokenizer {args.tokenizer}: {e}") from None
     if tokenizer is None:
-        raise UserError(f"{checkpoint} holds no tokenizer (no BPE merges in its metadata); pass "
-                               f"--tokenizer MERGES_FILE, e.g. OpenAI's bpe_simple_vocab_16e6.txt.gz")
+        tokenizer = Tokenizer(context_length=model.context_length)
     if tokenizer.vocab_size > model.vocab_size:
-        raise UserError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model in "
-                               f"{checkpoint} only {model.vocab_size}: they do not belong together")
+        raise UserError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {model.vocab_size}: "
+                        f"they do not belong together (pass the model's merges file with --tokenizer)")
     model.eval()
     return model.to(device), tokenizer
 
@@ -194,11 +205,20 @@ def report_skipped(skipped):
 
 def add_model_arguments(parser):
     """The flags both tools share: which model, which tokenizer, where to run."""
-    parser.add_argument("--checkpoint", required=True,
+    parser.add_argument("--checkpoint",
                         help="a model file written by miniclip (python -m miniclip.train, save_model), or "
                              "OpenCLIP's open_clip_model.safetensors with open_clip_config.json beside it")
+    parser.add_argument("--model", help="with --pretrained, as in OpenCLIP: a built-in config (ViT-B-32, RN50, ...) "
+                                        "or a model-config JSON")
+    parser.add_argument("--pretrained", metavar="TAG_OR_FILE",
+                        help="with --model: an OpenCLIP tag (openai, laion2b_s34b_b79k, ...: downloaded "
+                             "from the Hugging Face hub, needs miniclip[hub]) or a .safetensors file")
     parser.add_argument("--tokenizer", metavar="MERGES",
-                        help="a BPE merges file, when the checkpoint holds no tokenizer (or to replace it)")
+                        help="a BPE merges file, when the checkpoint holds none (default: the checkpoint's, "
+                             "else OpenAI's vocabulary)")
+    parser.add_argument("--max-parameters", type=int, default=MAX_PARAMETERS,
+                        help=f"refuse a model config with more parameters, before building it "
+                             f"(default: {MAX_PARAMETERS:,})")
     parser.add_argument("--batch-size", type=int, default=64, help="images encoded per batch (default: 64)")
     parser.add_argument("--workers", type=int, default=2, help="threads decoding images (default: 2)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -333,12 +353,12 @@ def run(args):
     classnames, paths, labels = images_and_labels(args)
     check_arguments(args, classnames)
     device = resolve_device(args.device)
-    model, tokenizer = load_model_and_tokenizer(args.checkpoint, args.tokenizer, device)
+    model, tokenizer = load_model_and_tokenizer(args, device)
     classifier = zeroshot_classifier(model, tokenizer, classnames, args.templates, device=device)
     features, kept, skipped = encode_image_files(model, paths, args.batch_size, device, args.workers,
                                                  args.skip_bad_samples)
     print(f"zero-shot: {len(kept)} images, {len(classnames)} classes, {len(args.templates)} prompt "
-          f"templates per class ({args.checkpoint})")
+          f"templates per class ({args.checkpoint or f'{args.model} {args.pretrained}'})")
     if labels is None:
         logit_scale = float(np.exp(to_numpy(model.logit_scale.data)))
         print_predictions(classnames, [paths[i] for i in kept], features, classifier, logit_scale, args.top_k)

@@ -220,7 +220,7 @@ def colour_model(monkeypatch):
     """Replace the checkpoint loading of both command-line tools by the colour model."""
     tokenizer = ColourTokenizer()
 
-    def load(checkpoint, tokenizer_path=None, device="cpu"):
+    def load(args, device="cpu"):
         return ColourModel(), tokenizer
 
     monkeypatch.setattr(zeroshot, "load_model_and_tokenizer", load)
@@ -341,7 +341,7 @@ def test_cli_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     write_image(tmp_path / "red" / "a.png", (255, 0, 0))
     write_image(tmp_path / "blue" / "a.png", (0, 0, 255))
 
-    def broken(checkpoint, tokenizer_path=None, device="cpu"):
+    def broken(args, device="cpu"):
         raise ValueError("a bug, not the user's mistake")
 
     monkeypatch.setattr(zeroshot, "load_model_and_tokenizer", broken)
@@ -385,12 +385,41 @@ def test_cli_with_a_tiny_model(tmp_path, capsys, tiny_checkpoint):
 def test_cli_tokenizer_from_a_merges_file(tmp_path, capsys, tiny_checkpoint):
     _, no_tokenizer, merges = tiny_checkpoint
     write_image(tmp_path / "one.png", (255, 0, 0), size=(40, 30))
-    err = run_failing(capsys, zeroshot.main, "--checkpoint", no_tokenizer, "--classes", "red,blue",
-                      "--images", tmp_path)
-    assert f"{no_tokenizer} holds no tokenizer" in err and "--tokenizer" in err
+    # Without a saved tokenizer or --tokenizer: OpenAI's vocabulary (this model has its 49,408 embeddings).
+    out = run_main(capsys, "--checkpoint", no_tokenizer, "--classes", "red,blue", "--images", tmp_path).out
+    assert out.splitlines()[1].startswith(str(tmp_path / "one.png") + "\t")
     out = run_main(capsys, "--checkpoint", no_tokenizer, "--tokenizer", merges, "--classes", "red,blue",
                    "--images", tmp_path, "--templates", "{}").out
     assert out.splitlines()[1].startswith(str(tmp_path / "one.png") + "\t")
+
+
+def test_cli_model_and_pretrained_as_in_openclip(tmp_path, capsys):
+    # OpenCLIP's pair: an architecture and its weights (a tag, or a file: a tag needs the hub, see
+    # tests/models/test_pretrained.py); with no saved tokenizer, OpenAI's vocabulary is used.
+    miniclip.manual_seed(0)
+    miniclip.save_model(str(tmp_path / "weights.safetensors"), miniclip.create_model("tiny-vit-xs"))
+    write_image(tmp_path / "images" / "red" / "1.png", (255, 0, 0))
+    write_image(tmp_path / "images" / "blue" / "1.png", (0, 0, 255))
+    out = run_main(capsys, "--model", "tiny-vit-xs", "--pretrained", tmp_path / "weights.safetensors",
+                   "--class-dir", tmp_path / "images", "--templates", "a photo of a {}.").out
+    assert out.splitlines()[0].endswith(f"(tiny-vit-xs {tmp_path / 'weights.safetensors'})")
+    assert "top-1 accuracy: " in out
+
+    def error(*argv):
+        return run_failing(capsys, zeroshot.main, *argv, "--class-dir", tmp_path / "images")
+
+    assert "needs --model" in error("--pretrained", tmp_path / "weights.safetensors")
+    assert "give --checkpoint FILE, or --model NAME --pretrained" in error("--model", "tiny-vit-xs")
+    assert "--model goes with --pretrained" in error("--model", "tiny-vit-xs", "--checkpoint",
+                                                     tmp_path / "weights.safetensors")
+    assert "not a file and not a tag of tiny-vit-xs" in error("--model", "tiny-vit-xs", "--pretrained", "openai")
+    assert "parameters" in error("--model", "tiny-vit-xs", "--pretrained", tmp_path / "weights.safetensors",
+                                 "--max-parameters", "1000")
+    config = miniclip.models.load_config("tiny-vit-xs")
+    config["text_cfg"]["vocab_size"] = 600                     # a learned vocabulary, not saved with it
+    miniclip.save_model(str(tmp_path / "small_vocab.safetensors"), miniclip.create_model(config))
+    assert "the tokenizer has 49408 tokens but the model only 600" in error(
+        "--checkpoint", tmp_path / "small_vocab.safetensors")
 
 
 # --- errors ----------------------------------------------------------------------------------------
