@@ -12,6 +12,8 @@ Checked by the save/load round trips in tests/tokenizer/test_train.py and the ba
 import gzip
 import os
 
+from miniclip.errors import UserError
+
 _GZIP_MAGIC = b"\x1f\x8b"
 HEADER = "#version: 0.2 (written by miniclip.tokenizer)"
 
@@ -25,9 +27,9 @@ def read_merges(path):
     try:
         lines = data.decode("utf-8").split("\n")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not a BPE merges file: it is not UTF-8 text ({error})") from None
+        raise UserError(f"{path} is not a BPE merges file: it is not UTF-8 text ({error})") from None
     if "#version" not in lines[0]:
-        raise ValueError(f"{path} is not a BPE merges file: its first line should be a "
+        raise UserError(f"{path} is not a BPE merges file: its first line should be a "
                          f"'#version: ...' header, found {lines[0][:80]!r}")
     merges = []
     for line_number, line in enumerate(lines[1:], start=2):
@@ -35,7 +37,7 @@ def read_merges(path):
             continue
         pair = tuple(line.split())
         if len(pair) != 2:
-            raise ValueError(f"{path}, line {line_number}: a merge is two symbols separated by a "
+            raise UserError(f"{path}, line {line_number}: a merge is two symbols separated by a "
                              f"space, found {line[:80]!r}")
         merges.append(pair)
     return merges
