@@ -106,8 +106,10 @@ def build_parser():
 
     run = p.add_argument_group("run folder, checkpoints, evaluation")
     run.add_argument("--logs", default="./logs", help="where run folders go (default: ./logs)")
-    run.add_argument("--name", help="the run folder's name (default: date, model, lr, batch size)")
-    run.add_argument("--resume", help="a checkpoint to continue from, or 'latest' (needs --name)")
+    run.add_argument("--name", help="the run folder's name (default: date, model, lr, batch size); a folder "
+                                    "that already holds a run is only continued, with --resume")
+    run.add_argument("--resume", help="a checkpoint to continue from, or 'latest' (needs --name; starts "
+                                      "from step 0 if the run saved no checkpoint yet)")
     run.add_argument("--save-frequency", type=int, default=1, help="save a checkpoint every N epochs")
     run.add_argument("--zeroshot-frequency", type=int, default=1, help="zero-shot evaluation every N epochs")
     run.add_argument("--val-frequency", type=int, default=1, help="validation every N epochs")
