@@ -293,9 +293,9 @@ def _bn(training):
 
     def theirs(torch, x, mean, var, w, b):
         return torch.nn.functional.batch_norm(x, None if training else mean, None if training else var, w, b, training)
-    inputs = lambda rng: {"x": _normal(rng, (16, 24, 16, 16), offset=10.0), "running_mean": _normal(rng, (24,), 10.0),
-                          "running_var": np.abs(_normal(rng, (24,))) + 0.5, "weight": _normal(rng, (24,)),
-                          "bias": _normal(rng, (24,))}
+    inputs = lambda rng: {"x": _normal(rng, (32, 16, 32, 32), offset=10.0), "running_mean": _normal(rng, (16,), 10.0),
+                          "running_var": np.abs(_normal(rng, (16,))) + 0.5, "weight": _normal(rng, (16,)),
+                          "bias": _normal(rng, (16,))}
     return inputs, ours, theirs
 
 

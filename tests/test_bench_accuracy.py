@@ -50,6 +50,18 @@ def assert_within_torch(rows, where):
     assert not worst, f"{where}: float32 error more than {MAX_RATIO}x torch's (name, miniclip, torch): {worst}"
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_float32_sum_and_mean_over_many_values_round_once(reduce):
+    """miniclip/ops/reduction.py accumulates float32 in float64: over a batch norm's (N, H, W) of
+    values around 10 the result is within half an ulp of exact (NumPy's float32 accumulation, adding
+    one row after another, was 2.5 ulps off, and batch norm's weight gradient up to 14x torch's)."""
+    x = (10 + np.random.default_rng(0).standard_normal((64, 16, 32, 32))).astype(np.float32)
+    got = getattr(miniclip.tensor(x), reduce)((0, 2, 3)).data
+    exact = getattr(x.astype(np.float64), reduce)((0, 2, 3))
+    assert got.dtype == np.float32
+    assert (np.abs(got - exact) <= np.spacing(got) / 2).all()
+
+
 def test_kink_flips_name_each_relu_call_with_a_sign_change():
     a = np.array([[1.0, -2e-9, 3.0], [0.0, 5e-9, -1.0]], np.float32)
     b = np.array([[1.0, 1e-9, 3.0], [-1e-9, 5e-9, -1.0]])
