@@ -1,7 +1,8 @@
 """Gradient-check exercises: write a backward by hand, and let miniclip's gradcheck judge it.
 
-    python -m miniclip.exercises list                     # what there is
+    python -m miniclip.exercises list                     # what there is, in the notebooks' order
     python -m miniclip.exercises start layer_norm         # writes ./exercises/layer_norm.py
+    python -m miniclip.exercises hint layer_norm          # hint 1 of 3 (--tier 3: the formula)
     python -m miniclip.exercises check layer_norm         # checks ./exercises/layer_norm.py
 
 or, from Python (a notebook cell):
@@ -11,7 +12,7 @@ or, from Python (a notebook cell):
 
 Each exercise is one module in this package (adding a module adds an exercise; nothing else
 lists them). Its FILL functions hold the solution, the template keeps only their signature and
-docstring, and check() runs float64 central differences (miniclip.gradcheck) and compares with
+docstring (the stub states the forward and the question; the answer is in the tiered HINTS), and check() runs float64 central differences (miniclip.gradcheck) and compares with
 miniclip's own implementation. _harness.py describes what an exercise module defines.
 """
 import importlib
@@ -21,25 +22,32 @@ import pkgutil
 from miniclip.exercises import _harness
 from miniclip.exercises._harness import Case, Result  # noqa: F401
 
-__all__ = ["names", "get", "template", "start", "check", "Case", "Result"]
+__all__ = ["names", "get", "template", "start", "hint", "check", "Case", "Result"]
+
+
+def _modules():
+    """{name: module} for every module here whose name does not start with '_'."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_") and info.name != "__main__":
+            found[info.name] = importlib.import_module(f"miniclip.exercises.{info.name}")
+            found[info.name].NAME = info.name
+    return found
 
 
 def names():
-    """The exercise names, sorted: every module here whose name does not start with '_'."""
-    found = []
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_") and info.name != "__main__":
-            found.append(info.name)
-    return sorted(found)
+    """The exercise names in the order the notebooks teach them: by TUTORIAL (its file name starts
+    with the notebook's number), then by ORDER within one notebook."""
+    modules = _modules()
+    return sorted(modules, key=lambda n: (modules[n].TUTORIAL, getattr(modules[n], "ORDER", 0), n))
 
 
 def get(name):
     """The exercise module `name`."""
-    if name not in names():
+    modules = _modules()
+    if name not in modules:
         raise KeyError(f"no exercise named {name!r}; the exercises are: {', '.join(names())}")
-    module = importlib.import_module(f"miniclip.exercises.{name}")
-    module.NAME = name
-    return module
+    return modules[name]
 
 
 def template(name):
@@ -59,6 +67,14 @@ def start(name, directory="exercises", overwrite=False):
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path
+
+
+def hint(name, tier=1):
+    """The hints of exercise `name` up to `tier` (1: what to think about, 2: the structure,
+    3: the formula), as text."""
+    if tier not in (1, 2, 3):
+        raise ValueError(f"tier is 1, 2 or 3, not {tier!r}")
+    return _harness.hints(get(name), tier)
 
 
 def check(name, learner=None, verbose=True, seed=0):

@@ -1,6 +1,6 @@
-"""python -m miniclip.exercises list | start NAME [DIR] | check NAME [FILE]
+"""python -m miniclip.exercises list | start NAME [DIR] | hint NAME [--tier 1|2|3] | check NAME [FILE]
 
-Exit codes: 0 when the check passes (or list/start worked), 1 when it fails or a function is
+Exit codes: 0 when the check passes (or list/start/hint worked), 1 when it fails or a function is
 not filled in yet, 2 for a usage error (an unknown exercise, a missing file).
 """
 import argparse
@@ -19,6 +19,10 @@ def main(argv=None):
     start.add_argument("name")
     start.add_argument("directory", nargs="?", default="exercises")
     start.add_argument("--force", action="store_true", help="overwrite an existing file")
+    hint = commands.add_parser("hint", help="print the hints up to --tier (1: what to think about, "
+                                             "2: the structure, 3: the formula)")
+    hint.add_argument("name")
+    hint.add_argument("--tier", type=int, choices=(1, 2, 3), default=1)
     check = commands.add_parser("check", help="check FILE (defaults to ./exercises/NAME.py)")
     check.add_argument("name")
     check.add_argument("file", nargs="?")
@@ -30,6 +34,11 @@ def main(argv=None):
             for name in exercises.names():
                 module = exercises.get(name)
                 print(f"{name:<{width}}  {module.TITLE}   [{module.TUTORIAL}]")
+            return 0
+        if args.command == "hint":
+            print(exercises.hint(args.name, args.tier))
+            if args.tier < 3:
+                print(f"\n(Still stuck? python -m miniclip.exercises hint {args.name} --tier {args.tier + 1})")
             return 0
         if args.command == "start":
             path = exercises.start(args.name, args.directory, overwrite=args.force)

@@ -7,13 +7,30 @@ from miniclip.exercises._harness import Case
 TITLE = "backward of tanh and sigmoid, written with the forward's output y"
 TUTORIAL = "tutorials/00_scalar_autograd.ipynb"
 MATH = """
-Elementwise functions have a diagonal Jacobian, so the backward is dy times the derivative:
+Two elementwise functions, on arrays of any shape:
 
-    y = tanh(x)    = (e^x - e^-x) / (e^x + e^-x),   dtanh/dx    = 1 - tanh(x)^2 = 1 - y^2
-    y = sigmoid(x) = 1 / (1 + e^-x),                dsigmoid/dx = sigmoid(x) (1 - sigmoid(x)) = y (1 - y)
+    y = tanh(x)    = (e^x - e^-x) / (e^x + e^-x)
+    y = sigmoid(x) = 1 / (1 + e^-x)
 
-Both derivatives are cheapest from the output y, which the forward already computed.
+Given the upstream gradient dy (y's shape) and the forward's output y, what is dx? Write each
+derivative with y, not x: the forward already computed y, so the backward needs no exp.
 """
+HINTS = (
+    """
+    Each y_i depends on x_i alone, so dx_i = dy_i * (dy_i/dx_i): the Jacobian is diagonal, and the
+    backward is an elementwise product. Differentiate each function of one variable, then look
+    for y in the result.
+    """,
+    """
+    tanh: quotient rule on (e^x - e^-x) / (e^x + e^-x); the numerator's derivative is the
+    denominator and the other way round. sigmoid: chain rule on u^-1 with u = 1 + e^-x, then write
+    e^-x / (1 + e^-x) with sigmoid itself. Both derivatives are polynomials in y.
+    """,
+    """
+    dtanh/dx    = 1 - tanh(x)^2 = 1 - y^2                 ->  dx = dy * (1 - y * y)
+    dsigmoid/dx = sigmoid(x) (1 - sigmoid(x)) = y (1 - y)  ->  dx = dy * y * (1 - y)
+    """,
+)
 
 
 def tanh_backward(dy, y):

@@ -4,7 +4,7 @@ import numpy as np
 from miniclip.exercises._harness import Case
 from miniclip.kernels.attention import reference
 
-TITLE = "backward of attention O = softmax(scale Q K^T) V, recomputing P from lse, with D = rowsum(dO * O)"
+TITLE = "backward of attention O = softmax(scale Q K^T) V, from O and lse (P is not stored)"
 TUTORIAL = "tutorials/06_flash_attention.ipynb"
 MATH = """
 For each (batch, head), with Q (Tq, d), K and V (Tk, d):
@@ -12,15 +12,27 @@ For each (batch, head), with Q (Tq, d), K and V (Tk, d):
     S = scale * Q K^T    (Tq, Tk),     lse_i = log sum_j exp(S_ij),     P = exp(S - lse)
     O = P V              (Tq, d)
 
-Flash attention keeps only O and lse (Tq,) from the forward, never P. The backward recomputes
-P = exp(S - lse) and uses
-
+Flash attention keeps only O and lse (Tq,) from the forward, never P. Given dO (Tq, d), what are
+dQ, dK and dV? P may be recomputed from lse, but the softmax's backward needs one number per
+row: can you get it from two (Tq, d) arrays instead of two (Tq, Tk) ones? The arrays here are
+(B, H, T, d).
+"""
+HINTS = (
+    """
+    Go backward one line of the forward at a time: O = P V is a matrix product (the matmul
+    exercise), P = softmax(S) row by row (the softmax exercise), S = scale Q K^T a matrix product
+    again. P comes back as exp(S - lse), without a max or a sum.
+    """,
+    """
+    dV and dP from O = P V; dS from the softmax backward, dS = P * (dP - D[:, None]) with
+    D_i = sum_j P_ij dP_ij; dQ and dK from S = scale Q K^T (the scale stays in both). For D,
+    substitute dP = dO V^T and O = P V into sum_j P_ij dP_ij, and swap the two sums.
+    """,
+    """
     dV = P^T dO,      dP = dO V^T,      D_i = sum_c dO_ic O_ic   (= sum_j P_ij dP_ij)
     dS = P * (dP - D[:, None]),         dQ = scale * dS K,        dK = scale * dS^T Q
-
-Show that D_i = rowsum(P * dP) (substitute O = P V): two (Tq, d) arrays give what the softmax
-backward needs, without a second pass over P. The arrays here are (B, H, T, d).
-"""
+    """,
+)
 
 
 def attention_backward(q, k, v, o, lse, do, scale):

@@ -7,23 +7,38 @@ from miniclip.exercises._harness import Case
 TITLE = "backward of x * y and x / y with broadcasting: sum the gradient back to each input's shape"
 TUTORIAL = "tutorials/02_broadcasting.ipynb"
 MATH = """
-NumPy broadcasting stretches x and y to a common shape before multiplying: z = x * y has
-z.shape = broadcast(x.shape, y.shape). Every element of x that was stretched is used by several
-elements of z, so its gradient is the SUM of their contributions:
+NumPy broadcasting stretches x and y to a common shape before the operation: z = x * y and
+z = x / y have z.shape = broadcast(x.shape, y.shape), e.g. x (3, 1) and y (4,) give z (3, 4).
 
+Given dz (z's shape), what are dx (x's shape) and dy (y's shape)? Write sum_to_shape(g, shape),
+which turns a gradient of the broadcast shape into one of `shape`, and use it in both backwards.
+"""
+HINTS = (
+    """
+    First forget broadcasting: for same-shape arrays, what are d(x*y)/dx, d(x*y)/dy, d(x/y)/dx and
+    d(x/y)/dy, elementwise? Then: an element of x that broadcasting stretched is used by several
+    elements of z. How do the gradients of several uses of one number combine?
+    """,
+    """
+    Compute each gradient at the broadcast shape (dz * y, ...), then reduce it to the input's
+    shape. The contributions of the several uses add up, so sum_to_shape SUMS: over the leading
+    dimensions broadcasting added, then (keeping the dimension) over every dimension where
+    `shape` has size 1 but g does not.
+    """,
+    """
     z = x * y:   dx = sum_to_shape(dz * y, x.shape),    dy = sum_to_shape(dz * x, y.shape)
     z = x / y:   dx = sum_to_shape(dz / y, x.shape),    dy = sum_to_shape(-dz * x / y**2, y.shape)
-
-sum_to_shape(g, shape) undoes broadcasting: it sums g over the leading dimensions that
-broadcasting added, and over every dimension where `shape` has size 1 but g does not.
-"""
+    sum_to_shape: g.sum(axis=tuple(range(g.ndim - len(shape)))), then
+                  .sum(axis=<the stretched dims>, keepdims=True)
+    """,
+)
 
 
 def sum_to_shape(g, shape):
     """Sum g (the broadcast shape) back to `shape`, the shape of an input before broadcasting.
 
-    Example: g (2, 3, 4) and shape (3, 1): sum over axis 0 (added), then axis 2 with keepdims
-    (stretched from 1 to 4); the result has shape (3, 1).
+    Example: g (2, 3, 4), the gradient of an input of shape (3, 1) that broadcasting stretched to
+    (2, 3, 4), becomes an array of shape (3, 1).
     """
     shape = tuple(shape)
     n_new = g.ndim - len(shape)                                  # leading dims broadcasting added

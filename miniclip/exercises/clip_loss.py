@@ -8,6 +8,7 @@ from miniclip.kernels.softmax_xent import reference
 
 TITLE = "gradient of the CLIP loss w.r.t. the (B, B) logits and w.r.t. logit_scale"
 TUTORIAL = "tutorials/05_softmax_xent_and_clip_loss.ipynb"
+ORDER = 1                           # after softmax_xent: each half of this loss is one of those
 MATH = """
 CLIP scores B images against B texts: sims = I @ T.T (B, B), logits = logit_scale * sims, and
 the pair (i, i) is the positive both for row i (image -> text) and for column i (text -> image):
@@ -15,15 +16,27 @@ the pair (i, i) is the positive both for row i (image -> text) and for column i 
     lse_row_i = log sum_j exp(logits_ij),        lse_col_j = log sum_i exp(logits_ij)
     loss      = ( mean_i (lse_row_i - logits_ii) + mean_j (lse_col_j - logits_jj) ) / 2
 
-Each half is a mean cross-entropy (softmax - onehot, divided by B), one over rows, one over
-columns, so with dy the gradient of the scalar loss:
-
-    dlogits_ij = dy / (2B) * ( exp(logits_ij - lse_row_i) + exp(logits_ij - lse_col_j) - 2 [i == j] )
-    dscale     = sum_ij dlogits_ij * sims_ij           (logits = logit_scale * sims)
-
-(logit_scale is the multiplier itself, as in miniclip.losses; OpenCLIP learns t with
-logit_scale = exp(t), so dt = logit_scale * dscale.)
+Given dy (the upstream gradient of the scalar loss, a 0-d array) and the saved lse_row and
+lse_col (B,), what is dlogits (B, B)? And, given dlogits, what is dscale, the gradient of
+logit_scale? (logit_scale is the multiplier itself, as in miniclip.losses; OpenCLIP learns t
+with logit_scale = exp(t), so there dt = logit_scale * dscale.)
 """
+HINTS = (
+    """
+    Each half of the loss is a mean cross-entropy with targets 0..B-1, the softmax_xent
+    exercise: one over the rows, one over the columns (the transposed logits). Every logit_ij
+    appears in both. Then logit_scale multiplies every sims_ij: the chain rule, once per entry.
+    """,
+    """
+    Row half: (softmax of each row - identity) / B. Column half: (softmax of each column -
+    identity) / B, the softmaxes recomputed from lse_row and lse_col. Add the halves, halve the
+    sum, multiply by dy. dscale = sum over all (i, j) of dlogits_ij * d logits_ij / d logit_scale.
+    """,
+    """
+    dlogits_ij = dy / (2B) * ( exp(logits_ij - lse_row_i) + exp(logits_ij - lse_col_j) - 2 [i == j] )
+    dscale     = sum_ij dlogits_ij * sims_ij           ->   (dlogits * sims).sum()
+    """,
+)
 
 
 def clip_loss_backward(logits, lse_row, lse_col, dy):

@@ -5,26 +5,41 @@ from miniclip import functional as F
 from miniclip.exercises._harness import Case
 from miniclip.kernels.conv2d import reference
 
-TITLE = "backward of conv2d through im2col: dw and db from the columns, dx by col2im"
+TITLE = "backward of conv2d written as im2col and a matrix product: dx (by col2im), dw and db"
 TUTORIAL = "tutorials/07_conv_im2col.ipynb"
 MATH = """
-A convolution of x (N, C, H, W) with w (OC, C, KH, KW), stride s and zero padding p:
+A convolution of x (N, C, H, W) with w (OC, C, KH, KW), bias b (OC,), stride s and zero padding p:
 
     cols = im2col(x)         (N, C*KH*KW, OH*OW): column l holds the C*KH*KW inputs that
                              output pixel l sees (given below)
     y[n] = w.reshape(OC, -1) @ cols[n] + b[:, None]        then reshaped to (N, OC, OH, OW)
 
-It is a matrix product, so its backward is a matrix product's (dy reshaped to (N, OC, OH*OW)):
-
-    dw    = sum_n dy[n] @ cols[n].T          reshaped to w's shape
-    db    = dy summed over n, oh, ow
-    dcols = w.reshape(OC, -1).T @ dy[n]      (C*KH*KW, OH*OW) for each n
-    dx    = col2im(dcols)
-
-col2im is im2col's adjoint: every entry of dcols is ADDED back onto the input pixel it was
-copied from (a pixel in several windows collects several gradients); entries that came from
-the padding are dropped.
+Given dy (N, OC, OH, OW), what are dw (w's shape), db (OC,) and dx (x's shape)? Write col2im,
+which takes a gradient of cols (N, C*KH*KW, OH*OW) to the gradient of x, and use it in
+conv2d_backward.
 """
+HINTS = (
+    """
+    For each image n the forward is one matrix product plus a bias: its backward is the
+    matmul exercise's, with dy reshaped to (N, OC, OH*OW). What remains is to undo im2col:
+    where was each entry of cols copied from, and what if a pixel was copied more than once?
+    """,
+    """
+    dw sums over the images the matmul gradient of w (dy[n] against cols[n]); db sums dy over
+    everything but OC; dcols[n] is the matmul gradient of cols[n]. col2im is im2col's adjoint: it
+    walks the same kernel taps and windows as im2col, and every entry goes back onto the pixel it
+    was read from, ADDED (a pixel in several windows collects several gradients). Work in the
+    padded image and cut the padding off at the end: gradients of padding are dropped.
+    """,
+    """
+    dw    = sum_n dy[n] @ cols[n].T          reshaped to w's shape
+    db    = dy.sum(axis=(0, 2))              (dy as (N, OC, OH*OW))
+    dcols = w.reshape(OC, -1).T @ dy         (N, C*KH*KW, OH*OW)
+    dx    = col2im(dcols): for each tap (i, j),
+            dx_pad[:, :, i:i + s*OH:s, j:j + s*OW:s] += dcols[:, :, i, j]   (dcols as (N, C, KH, KW, OH, OW))
+            then dx = dx_pad[:, :, p:p + H, p:p + W]
+    """,
+)
 
 
 def im2col(x, KH, KW, stride, padding):
@@ -41,7 +56,7 @@ def im2col(x, KH, KW, stride, padding):
 
 
 def col2im(dcols, x_shape, KH, KW, stride, padding):
-    """dx (x_shape) from dcols (N, C*KH*KW, OH*OW): each column entry added back where im2col read it."""
+    """dx (x_shape) from dcols (N, C*KH*KW, OH*OW), the gradient of im2col(x, KH, KW, stride, padding)."""
     N, C, H, W = x_shape
     OH = (H + 2 * padding - KH) // stride + 1
     OW = (W + 2 * padding - KW) // stride + 1

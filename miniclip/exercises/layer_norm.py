@@ -5,7 +5,7 @@ from miniclip import functional as F
 from miniclip.exercises._harness import Case
 from miniclip.kernels.layer_norm import reference
 
-TITLE = "backward of layer norm: dx through the mean and the variance, dweight and dbias"
+TITLE = "backward of layer norm over the last dimension: dx, dweight and dbias"
 TUTORIAL = "tutorials/04_layer_norm.ipynb"
 MATH = """
 Layer norm of each row x (C values) of an (N, C) input:
@@ -13,13 +13,28 @@ Layer norm of each row x (C values) of an (N, C) input:
     mean = sum_j x_j / C,    var = sum_j (x_j - mean)^2 / C,    rstd = 1 / sqrt(var + eps)
     xhat = (x - mean) * rstd,      y = xhat * weight + bias
 
-x_j reaches y directly and through mean and rstd. With dxhat = dy * weight, derive
-
-    dx      = rstd * (dxhat - mean_j(dxhat) - xhat * mean_j(dxhat * xhat))      (per row)
-    dweight = sum over rows of dy * xhat,        dbias = sum over rows of dy
-
-(the two means are the paths through mean and rstd). The forward gives you mean and rstd (N,).
+Given dy (N, C) and what the forward saved, mean and rstd (N,), what are dx (N, C),
+dweight (C,) and dbias (C,)? Every x_j reaches y by more than one path: find them all.
 """
+HINTS = (
+    """
+    weight and bias are shared by every row: their gradients add up over the rows. For dx, work
+    with dxhat = dy * weight, the gradient reaching xhat. Each xhat_k of a row depends on every
+    x_j of that row: directly, through mean, and through var (rstd). Each path gives one term.
+    """,
+    """
+    Per row: d mean/dx_j = 1/C, d var/dx_j = 2 (x_j - mean) / C, d rstd/d var = -rstd^3 / 2, so
+    d rstd/dx_j = -rstd^2 xhat_j / C. Add the three paths: dx_j = rstd * (dxhat_j - [a row mean of
+    dxhat: the mean path] - xhat_j * [a row mean of dxhat * xhat: the variance path]).
+    dweight sums dy * xhat over rows, dbias sums dy.
+    """,
+    """
+    dx      = rstd * (dxhat - mean_j(dxhat) - xhat * mean_j(dxhat * xhat))       (per row)
+            = rstd[:, None] * (dxhat - dxhat.mean(axis=1, keepdims=True)
+                               - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
+    dweight = (dy * xhat).sum(axis=0),     dbias = dy.sum(axis=0)
+    """,
+)
 
 
 def layer_norm_backward(dy, x, weight, mean, rstd):

@@ -7,14 +7,27 @@ from miniclip.exercises._harness import Case
 TITLE = "backward of z = x @ y, for matrices and for a batch of matrices times one matrix"
 TUTORIAL = "tutorials/01_tensor_and_backward.ipynb"
 MATH = """
-For z = x @ y with x (M, K), y (K, N), z (M, N):  z_mn = sum_k x_mk y_kn, so
+z = x @ y with x (M, K), y (K, N), z (M, N):  z_mn = sum_k x_mk y_kn.
 
-    dx_mk = sum_n dz_mn y_kn    ->   dx = dz @ y.T          (M, K)
-    dy_kn = sum_m x_mk dz_mn    ->   dy = x.T @ dz          (K, N)
-
-Check the shapes: they alone almost fix the formula. When x is a batch (B, M, K) and y one
-matrix (K, N), y is used by every batch entry: its gradient is summed over the batch.
+Given dz (M, N), what are dx (M, K) and dy (K, N)? Then the batched case: x (B, M, K) times one
+matrix y (K, N) gives z (B, M, N); dx is (B, M, K), and dy is still (K, N).
 """
+HINTS = (
+    """
+    Write one entry: which z_mn does x_mk appear in, and multiplied by what? The shapes alone
+    almost fix the answer: dx (M, K) must be built from dz (M, N) and y (K, N), and only one
+    product of the two has that shape.
+    """,
+    """
+    dx_mk = sum_n dz_mn * (dz_mn/dx_mk) = sum_n dz_mn y_kn: a sum over n, which is a matrix
+    product with y transposed. dy_kn is a sum over m in the same way. In the batched case y is used
+    by every batch entry, so its gradient sums over the batch too: flatten (B, M) into rows.
+    """,
+    """
+    dx = dz @ y.T                  (M, K), and (B, M, K) in the batched case
+    dy = x.T @ dz                  (K, N); batched: x.reshape(-1, K).T @ dz.reshape(-1, N)
+    """,
+)
 
 
 def matmul_backward(dz, x, y):

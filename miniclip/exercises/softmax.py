@@ -4,19 +4,31 @@ import numpy as np
 from miniclip import functional as F
 from miniclip.exercises._harness import Case
 
-TITLE = "backward of y = softmax(x) over the last axis, one product and one row sum"
+TITLE = "backward of y = softmax(x) over the last axis, without building the Jacobian"
 TUTORIAL = "tutorials/03_gradcheck.ipynb"
 MATH = """
-For one row, y_i = exp(x_i) / sum_j exp(x_j). Its Jacobian is
+For each row (the last axis, C values) of x (..., C):
 
-    dy_i / dx_j = y_i (delta_ij - y_j)
+    y_i = exp(x_i) / sum_j exp(x_j)
 
-so for an upstream gradient dy (the gradient of the loss w.r.t. y)
-
-    dx_j = sum_i dy_i y_i (delta_ij - y_j) = y_j (dy_j - sum_i dy_i y_i)
-
-The (C, C) Jacobian never needs to exist: one elementwise product and one sum per row.
+Given the upstream gradient dy (x's shape) and the forward's output y, what is dx? The (C, C)
+Jacobian of each row need never exist: find a form that costs a few operations per element.
 """
+HINTS = (
+    """
+    Every y_i depends on every x_j of its row, through the sum in the denominator. Start from
+    the Jacobian dy_i/dx_j and treat its two cases, i == j and i != j, separately; then write it
+    with y alone.
+    """,
+    """
+    dy_i/dx_j = y_i (delta_ij - y_j). The backward is dx_j = sum_i dy_i * dy_i/dx_j. Split the
+    sum into the delta term (one element) and the rest: the rest holds one number per row,
+    the same for every j of that row.
+    """,
+    """
+    dx_j = y_j (dy_j - sum_i dy_i y_i)    ->    dx = y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+    """,
+)
 
 
 def softmax_backward(dy, y):

@@ -5,7 +5,7 @@ from miniclip import functional as F
 from miniclip.exercises._harness import Case
 from miniclip.kernels.softmax_xent import reference
 
-TITLE = "backward of softmax cross-entropy per row: dlogits = (softmax - onehot) * dy"
+TITLE = "backward of softmax cross-entropy per row, from the lse the forward saved"
 TUTORIAL = "tutorials/05_softmax_xent_and_clip_loss.ipynb"
 MATH = """
 For logits x (N, C) and integer targets t (N,), the forward computes per row
@@ -13,13 +13,25 @@ For logits x (N, C) and integer targets t (N,), the forward computes per row
     lse_i  = log sum_j exp(x_ij)            (stably: m_i + log sum_j exp(x_ij - m_i), m_i = max_j x_ij)
     loss_i = lse_i - x_i,t_i                 = -log softmax(x_i)[t_i]
 
-and keeps lse (N,). Show that d loss_i / d x_ij = softmax(x_i)_j - [j == t_i], so that with the
-upstream gradient dy (N,) of the per-row losses
-
-    dlogits_ij = (exp(x_ij - lse_i) - [j == t_i]) * dy_i
-
-softmax is recomputed from lse: no max and no sum in the backward.
+and keeps lse (N,). Given the upstream gradient dy (N,) of the per-row losses, what is
+dlogits (N, C)? The backward should need no max and no sum over a row: lse is enough.
 """
+HINTS = (
+    """
+    loss_i depends on row i only. It has two terms: differentiate lse_i with respect to every
+    x_ij, then the picked logit x_i,t_i (which x_ij does it depend on?).
+    """,
+    """
+    d lse_i / d x_ij is a softmax, and it can be computed from the saved lse without a new sum;
+    d x_i,t_i / d x_ij is 1 at j == t_i and 0 elsewhere (a one-hot row). Subtract, then scale
+    row i by dy_i. Careful not to change the logits in place.
+    """,
+    """
+    d loss_i / d x_ij = softmax(x_i)_j - [j == t_i] = exp(x_ij - lse_i) - [j == t_i]
+    dlogits = (np.exp(logits - lse[:, None]) - onehot(targets)) * dy[:, None]
+              (onehot: subtract 1 at p[np.arange(N), targets])
+    """,
+)
 
 
 def softmax_xent_backward(logits, targets, lse, dy):
