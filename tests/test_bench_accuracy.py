@@ -50,14 +50,21 @@ def assert_within_torch(rows, where):
     assert not worst, f"{where}: float32 error more than {MAX_RATIO}x torch's (name, miniclip, torch): {worst}"
 
 
-@pytest.mark.parametrize("reduce", ["sum", "mean"])
-def test_float32_sum_and_mean_over_many_values_round_once(reduce):
-    """miniclip/ops/reduction.py accumulates float32 in float64: over a batch norm's (N, H, W) of
-    values around 10 the result is within half an ulp of exact (NumPy's float32 accumulation, adding
-    one row after another, was 2.5 ulps off, and batch norm's weight gradient up to 14x torch's)."""
+@pytest.mark.parametrize("reduce", ["sum", "mean", "broadcast gradient"])
+def test_float32_sums_over_many_values_round_once(reduce):
+    """miniclip/ops accumulates float32 sums in float64 (reduction.py; arithmetic.py's sum_to_shape,
+    the gradient of a broadcast operand such as a batch norm's bias): over (N, H, W) of values
+    around 10 the result is within half an ulp of exact. NumPy's float32 accumulation, adding one
+    row after another, was 2.5 ulps off, and batch norm's weight gradient up to 14x torch's error."""
     x = (10 + np.random.default_rng(0).standard_normal((64, 16, 32, 32))).astype(np.float32)
-    got = getattr(miniclip.tensor(x), reduce)((0, 2, 3)).data
-    exact = getattr(x.astype(np.float64), reduce)((0, 2, 3))
+    exact = x.astype(np.float64).sum((0, 2, 3))
+    if reduce == "broadcast gradient":
+        bias = miniclip.tensor(np.zeros((1, 16, 1, 1), np.float32), requires_grad=True)
+        (miniclip.tensor(np.zeros_like(x)) + bias).backward(miniclip.tensor(x))
+        got = bias.grad.reshape(16)
+    else:
+        got = getattr(miniclip.tensor(x), reduce)((0, 2, 3)).data
+        exact = exact / (x.size // 16) if reduce == "mean" else exact
     assert got.dtype == np.float32
     assert (np.abs(got - exact) <= np.spacing(got) / 2).all()
 

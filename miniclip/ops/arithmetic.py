@@ -4,8 +4,11 @@ Broadcasting copies an input along new or size-1 dimensions; in the backward eac
 gradient must flow back to the one element it came from, so the gradient is *summed* over the
 broadcast dimensions (`sum_to_shape`). For z = x * y with x (3, 1) and y (4,): z is (3, 4),
 dz/dx sums dz * y over the 4 columns, dz/dy sums dz * x over the 3 rows.
+Those sums accumulate float32 in float64, as ops.sum does (ops/reduction.py says why): a batch
+norm's bias gradient sums dy over N, H and W.
 """
 from miniclip.backend import get_array_module
+from miniclip.ops.reduction import accumulator_dtype
 from miniclip.tensor import Function
 
 
@@ -15,8 +18,8 @@ def sum_to_shape(dx, shape):
         return dx
     n_new = dx.ndim - len(shape)                                         # leading dims broadcasting added
     stretched = tuple(n_new + i for i, n in enumerate(shape) if n == 1 and dx.shape[n_new + i] != 1)
-    dx = dx.sum(axis=tuple(range(n_new)) + stretched, keepdims=True)
-    return dx.reshape(shape)
+    summed = dx.sum(axis=tuple(range(n_new)) + stretched, keepdims=True, dtype=accumulator_dtype(dx))
+    return summed.astype(dx.dtype, copy=False).reshape(shape)
 
 
 class Add(Function):

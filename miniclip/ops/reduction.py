@@ -23,8 +23,9 @@ def _normalize_dims(dim, ndim):
     return tuple(d % ndim for d in dims) if ndim else ()
 
 
-def _accumulator(x):
-    """The dtype to accumulate x's sums in: float64 for the narrower floats, else x's own (None)."""
+def accumulator_dtype(x):
+    """The dtype to accumulate x's sums in: float64 for the narrower floats, else x's own (None).
+    (ops/arithmetic.py's sum_to_shape, the broadcast gradients' sums, uses it too.)"""
     return np.float64 if x.dtype.kind == "f" and x.dtype.itemsize < 8 else None
 
 
@@ -37,7 +38,7 @@ class Sum(Function):
     def forward(self, x, dim=None, keepdim=False):
         self.x_shape = x.shape
         self.dims = _normalize_dims(dim, x.ndim)
-        return x.sum(axis=self.dims, keepdims=keepdim, dtype=_accumulator(x)).astype(x.dtype, copy=False)
+        return x.sum(axis=self.dims, keepdims=keepdim, dtype=accumulator_dtype(x)).astype(x.dtype, copy=False)
 
     def backward(self, dy):
         dy = dy.reshape(_keepdim_shape(self.x_shape, self.dims))
@@ -51,7 +52,7 @@ class Mean(Function):
         self.count = 1
         for d in self.dims:
             self.count *= x.shape[d]
-        return x.mean(axis=self.dims, keepdims=keepdim, dtype=_accumulator(x)).astype(x.dtype, copy=False)
+        return x.mean(axis=self.dims, keepdims=keepdim, dtype=accumulator_dtype(x)).astype(x.dtype, copy=False)
 
     def backward(self, dy):
         dy = dy.reshape(_keepdim_shape(self.x_shape, self.dims)) / self.count
