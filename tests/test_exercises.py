@@ -188,6 +188,20 @@ def test_a_gradient_that_should_vanish_is_explained():
     assert "e+300" not in result.text and "gradcheck failed for x " in result.text
 
 
+def test_a_gradient_that_vanishes_in_places_is_explained():
+    """Rows of +-1e4 logits: the softmax is 0 (to float64) off each row's maximum, and so is the
+    gradient there. Subtracting the one-hot with p[:, targets] puts -1 at those entries."""
+    def softmax_xent_backward(logits, targets, lse, dy):
+        p = np.exp(logits - lse[:, None])
+        p[:, targets] -= 1.0
+        return p * dy[:, None]
+
+    result = exercises.check("softmax_xent", {"softmax_xent_backward": softmax_xent_backward}, verbose=False)
+    assert not result.passed
+    assert "the gradient of logits is 0 at 7 of its 15 entries in this case" in result.text, result.text
+    assert "e+300" not in result.text
+
+
 def test_a_zero_gradient_is_explained():
     result = exercises.check("softmax", {"softmax_backward": lambda dy, y: np.zeros_like(y)}, verbose=False)
     assert not result.passed

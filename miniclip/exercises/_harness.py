@@ -172,20 +172,25 @@ def _compare(name, yours, expected):
 
 
 def _zero_problem(name, yours, truth):
-    """A message when one of the two gradients is 0 everywhere and the other is not, else None.
-    (A relative error is meaningless there: it divides by a zero, or it is 1 everywhere.)"""
+    """A message when yours is off where the true gradient is 0, or yours is 0 everywhere and the
+    truth is not; else None. (A relative error means nothing there: it divides by a zero, or it
+    is 1 everywhere; gradcheck's report would say 'max rel error 1e+300'.)"""
     off = np.abs(yours - truth) > ATOL + RTOL * np.abs(truth)
+    zero = np.abs(truth) <= ATOL
     if not off.any():
         return None
-    at = tuple(int(i) for i in np.argwhere(off)[0])
-    if not np.any(np.abs(truth) > ATOL):
-        return (f"the gradient of {name} is 0 everywhere in this case (finite differences and miniclip's "
-                f"own backward both give 0), but yours is not: at index {at} you return {yours[at]:.10g}. "
-                "Look at what makes this case special (its shapes): which of your terms should cancel?")
     if not np.any(np.abs(yours) > ATOL):
+        at = tuple(int(i) for i in np.argwhere(off)[0])
         return (f"your gradient of {name} is 0 everywhere, but the true one is not: at index {at} it is "
                 f"{truth[at]:.10g}")
-    return None
+    if not (off & zero).any():
+        return None
+    at = tuple(int(i) for i in np.argwhere(off & zero)[0])
+    where = ("everywhere in this case" if zero.all() else
+             f"at {int(zero.sum())} of its {zero.size} entries in this case")
+    return (f"the gradient of {name} is 0 {where} (finite differences and miniclip's own backward both "
+            f"give 0), but yours is not at {int((off & zero).sum())} of them: at index {at} you return "
+            f"{yours[at]:.10g}. Look at what makes these entries special: which of your terms should cancel?")
 
 
 def _run_case(case, learner, where, rng):
