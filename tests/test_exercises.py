@@ -10,6 +10,8 @@
 - the command line: list (in the notebooks' order) / start / hint / check and their exit codes.
 """
 import inspect
+import json
+import pathlib
 import re
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 import miniclip.exercises as exercises
 
 NAMES = exercises.names()
+TUTORIALS = pathlib.Path(__file__).resolve().parent.parent / "tutorials"
 
 
 def _module_from_source(source, name="learner"):
@@ -150,6 +153,20 @@ def test_planted_wrong_gradient_fails_and_names_the_input(name, fn_name, index, 
     if input_name is not None:
         assert f"gradcheck failed for {input_name} " in result.text, result.text
         assert "worst at index" in result.text
+
+
+def test_notebooks_run_a_planted_bug_through_the_checker_not_the_solution():
+    """A notebook cell that calls the checker shows a failing report (a planted mistake to read),
+    never the full solution passing just before the learner's "now you do it"."""
+    checked = 0
+    for path in sorted(TUTORIALS.glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and "ex.check(" in source:
+                report = "".join("".join(out.get("text", "")) for out in cell.get("outputs", []))
+                assert "FAILED" in report and "PASSED" not in report, f"{path.name}: {source[-300:]}\n{report}"
+                checked += 1
+    assert checked >= 7                     # notebooks 00, 02, 03, 04, 05, 06, 07
 
 
 def test_wrong_shape_is_explained():
