@@ -11,8 +11,9 @@ or, from Python (a notebook cell):
     ex.check("layer_norm", my_module)          # a module, a file path, or a dict such as globals()
 
 Each exercise is one module in this package (adding a module adds an exercise; nothing else
-lists them). Its FILL functions hold the solution, the template keeps only their signature and
-docstring (the stub states the forward and the question; the answer is in the tiered HINTS), and check() runs float64 central differences (miniclip.gradcheck) and compares with
+lists them). Its FILL functions hold the solution; the template keeps only their signature and
+docstring under MATH (the forward, the shapes and the question), HINTS hold the answer in three
+tiers, and check() runs float64 central differences (miniclip.gradcheck) and compares with
 miniclip's own implementation. _harness.py describes what an exercise module defines.
 """
 import importlib

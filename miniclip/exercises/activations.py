@@ -34,12 +34,12 @@ HINTS = (
 
 
 def tanh_backward(dy, y):
-    """dx for y = tanh(x): dy (any shape) times the derivative, written with y."""
+    """dx for y = tanh(x), from dy and the forward's output y (both of x's shape, any shape)."""
     return dy * (1 - y * y)
 
 
 def sigmoid_backward(dy, y):
-    """dx for y = sigmoid(x): dy (any shape) times the derivative, written with y."""
+    """dx for y = sigmoid(x), from dy and the forward's output y (both of x's shape, any shape)."""
     return dy * y * (1 - y)
 
 

@@ -25,10 +25,10 @@ import numpy as np
 
 
 def tanh_backward(dy, y):
-    """dx for y = tanh(x): dy (any shape) times the derivative, written with y."""
+    """dx for y = tanh(x), from dy and the forward's output y (both of x's shape, any shape)."""
     raise NotImplementedError("tanh_backward is not written yet")
 
 
 def sigmoid_backward(dy, y):
-    """dx for y = sigmoid(x): dy (any shape) times the derivative, written with y."""
+    """dx for y = sigmoid(x), from dy and the forward's output y (both of x's shape, any shape)."""
     raise NotImplementedError("sigmoid_backward is not written yet")
