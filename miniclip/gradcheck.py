@@ -103,8 +103,9 @@ def _check_directions(loss, x, analytic, name, eps, atol, rtol, n_directions, rn
                 f"gradcheck failed for {name} (shape {x.shape}) along random direction {k}:\n"
                 f"  numeric  (finite differences) d/dt L(x + t r) = {numeric:.10g}\n"
                 f"  analytic (backward)           sum(grad * r)   = {expected:.10g}\n"
-                f"  abs error {abs(numeric - expected):.3g}, rel error "
-                f"{abs(numeric - expected) / max(abs(numeric), 1e-300):.3g}")
+                f"  abs error {abs(numeric - expected):.3g}, "
+                + (f"rel error {abs(numeric - expected) / abs(numeric):.3g}" if abs(numeric) > atol
+                   else "the numeric value is 0 (within atol), so no relative error"))
 
 
 def _compare(numeric, analytic, name, atol, rtol):
@@ -113,11 +114,16 @@ def _compare(numeric, analytic, name, atol, rtol):
     if not bad.any():
         return
     worst = np.unravel_index(np.argmax(np.where(bad, error, -1)), numeric.shape)
-    rel = error / np.maximum(np.abs(numeric), 1e-300)
+    # A relative error means nothing where the true gradient is 0: it is counted apart.
+    nonzero = np.abs(numeric) > atol
+    rel = f", max rel error {(error[nonzero] / np.abs(numeric[nonzero])).max():.3g}" if nonzero.any() else ""
+    at_zero = int((bad & ~nonzero).sum())
     raise GradcheckError(
         f"gradcheck failed for {name} (shape {numeric.shape}): {int(bad.sum())} of {bad.size} "
         f"entries differ.\n"
         f"  worst at index {tuple(int(i) for i in worst)}: numeric (finite differences) "
         f"{numeric[worst]:.10g}, analytic (backward) {analytic[worst]:.10g}\n"
-        f"  max abs error {error.max():.3g}, max rel error {rel.max():.3g} "
-        f"(allowed: atol {atol:g} + rtol {rtol:g} * |numeric|)")
+        f"  max abs error {error.max():.3g}{rel} "
+        f"(allowed: atol {atol:g} + rtol {rtol:g} * |numeric|)"
+        + (f"\n  {at_zero} of the differing entries are where the numeric gradient is 0 (within atol): "
+           f"the backward gives a gradient where there should be none" if at_zero else ""))

@@ -29,6 +29,16 @@ class ScaleWithOneWrongEntry(Function):
         return dx
 
 
+class ZeroWithGradient(Function):
+    """y = 0 * x, whose true gradient is 0, with a backward that gives one anyway."""
+
+    def forward(self, x):
+        return 0 * x
+
+    def backward(self, dy):
+        return dy
+
+
 def test_correct_backward_passes():
     x = miniclip.tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True)
     assert gradcheck(lambda a: (a * a).sum(1), [x])
@@ -49,6 +59,18 @@ def test_report_points_at_the_wrong_entry():
     x = miniclip.tensor(np.random.default_rng(1).standard_normal((3, 5)), requires_grad=True)
     with pytest.raises(GradcheckError, match=r"1 of 15 entries differ.\n  worst at index \(1, 2\)"):
         gradcheck(ScaleWithOneWrongEntry.apply, [x])
+
+
+def test_a_gradient_where_the_truth_is_zero_is_named_not_a_huge_relative_error():
+    x = miniclip.tensor(np.random.default_rng(3).standard_normal((2, 3)), requires_grad=True)
+    with pytest.raises(GradcheckError) as failure:
+        gradcheck(ZeroWithGradient.apply, [x])
+    report = str(failure.value)
+    assert "6 of the differing entries are where the numeric gradient is 0" in report
+    assert "rel error" not in report and "e+" not in report
+    big = miniclip.tensor(np.random.default_rng(4).standard_normal((40, 30)), requires_grad=True)
+    with pytest.raises(GradcheckError, match="the numeric value is 0 \\(within atol\\), so no relative error"):
+        gradcheck(ZeroWithGradient.apply, [big])
 
 
 def test_large_inputs_are_checked_along_random_directions():
