@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from miniclip import train
+from miniclip.checkpoint import load_safetensors
 from miniclip.training.plots import read_metrics
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -108,6 +109,9 @@ def test_kill_9_at_random_points_then_resume_loses_nothing(run_flags, tmp_path):
     # Bit for bit the losses of the run that never stopped, and its last checkpoint.
     assert [r["loss"] for r in records if "loss" in r] == [r["loss"] for r in whole if "loss" in r]
     assert sorted(os.listdir(os.path.join(folder, "checkpoints"))) == [f"epoch_{e}.safetensors" for e in (1, 2, 3)]
+    last, expected = (load_safetensors(os.path.join(f, "checkpoints", "epoch_3.safetensors"))[0]
+                      for f in (folder, os.path.join(logs, "whole")))
+    assert last.keys() == expected.keys() and all(np.array_equal(last[k], expected[k]) for k in last)
 
 
 if __name__ == "__main__":
