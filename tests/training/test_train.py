@@ -514,11 +514,16 @@ def test_resume_drops_a_cut_last_metrics_line_skips_foreign_files_and_removes_te
         f.write(b"\x07\x00\x00\x00\x00\x00\x00\x00not json")
     model, tokenizer = miniclip.load_model(os.path.join(checkpoints, "epoch_1.safetensors"))
     miniclip.save_model(os.path.join(checkpoints, "model.safetensors"), model, tokenizer)
+    whole_file = open(os.path.join(checkpoints, "epoch_1.safetensors"), "rb").read()
+    with open(os.path.join(checkpoints, "epoch_9.safetensors"), "wb") as f:   # a copy cut short
+        f.write(whole_file[:len(whole_file) // 2])
     capsys.readouterr()
     with pytest.warns(UserWarning, match="skipping .*junk.safetensors") as warned:
         code, _ = run(flags + ["--resume", "latest"], "crashed")
     assert code == 0
-    assert any("model.safetensors" in str(w.message) and "model file" in str(w.message) for w in warned)
+    skipped = [str(w.message) for w in warned]
+    assert any("model.safetensors" in m and "model file" in m for m in skipped), skipped
+    assert any("epoch_9.safetensors" in m for m in skipped), skipped
     assert "removed 1 temporary files left by an interrupted save: " in capsys.readouterr().out
     assert not glob.glob(os.path.join(checkpoints, ".tmp-*")) and not glob.glob(os.path.join(folder, ".tmp-*"))
     again = read_metrics(os.path.join(folder, "metrics.jsonl"))
