@@ -544,6 +544,10 @@ def test_resume_refuses_a_damaged_metrics_file_and_a_model_file(run_flags, tmp_p
     miniclip.save_model(model_file, model, tokenizer)
     message = user_error(capsys, run_flags + ["--max-steps", "3", "--resume", model_file, "--name", "from_model"])
     assert "is a model file, not a training checkpoint" in message and f"--pretrained {model_file}" in message
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10" + b"\x00" * 7 + b"{not a header}..")
+    message = user_error(capsys, run_flags + ["--max-steps", "3", "--resume", str(junk), "--name", "from_junk"])
+    assert f"{junk}: not a safetensors file" in message
 
 
 def test_resume_latest_before_the_first_checkpoint_starts_again(run_flags, tmp_path, capsys):
