@@ -9,36 +9,6 @@ Checked by tests/nn/test_module.py (names, indexing, iteration) and the Sequenti
 from miniclip.nn.module import Module
 
 
-class Sequential(Module):
-    """Calls its modules one after the other: Sequential(a, b, c)(x) == c(b(a(x)))."""
-
-    def __init__(self, *modules):
-        super().__init__()
-        for index, module in enumerate(modules):
-            self.add_module(str(index), module)
-
-    def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
-        return x
-
-    def __getitem__(self, index):
-        modules = list(self._modules.values())
-        if isinstance(index, slice):
-            return Sequential(*modules[index])
-        return modules[index]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-
 class ModuleList(Module):
     """A list of modules whose parameters are registered (a plain Python list's would not be).
 
@@ -49,11 +19,14 @@ class ModuleList(Module):
         super().__init__()
         self.extend(modules)
 
+    @classmethod
+    def of(cls, modules):
+        """A new container of this class holding `modules` (what slicing returns)."""
+        return cls(modules)
+
     def __getitem__(self, index):
         modules = list(self._modules.values())
-        if isinstance(index, slice):
-            return ModuleList(modules[index])
-        return modules[index]
+        return self.of(modules[index]) if isinstance(index, slice) else modules[index]
 
     def __len__(self):
         return len(self._modules)
@@ -69,3 +42,19 @@ class ModuleList(Module):
         for module in modules:
             self.append(module)
         return self
+
+
+class Sequential(ModuleList):
+    """A ModuleList that calls its modules one after the other: Sequential(a, b, c)(x) == c(b(a(x)))."""
+
+    def __init__(self, *modules):
+        super().__init__(modules)
+
+    @classmethod
+    def of(cls, modules):
+        return cls(*modules)
+
+    def forward(self, x):
+        for module in self:
+            x = module(x)
+        return x
