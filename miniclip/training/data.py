@@ -31,6 +31,7 @@ from miniclip.data import (CsvDataset, FashionMNIST, ImageClassFolder, ImageText
                            ShapesDataset, image_transform)
 from miniclip.data.files import read_caption
 from miniclip.data.shapes import caption, caption_hard_negatives, caption_meaning, hard_negatives
+from miniclip.errors import UserError
 from miniclip.tokenizer import Tokenizer, train_bpe
 
 VOCABULARY_CAPTIONS = 20_000   # captions read to learn a vocabulary
@@ -146,7 +147,7 @@ def class_of_caption(dataset, tokenizer):
 def open_pairs(path, args):
     """A dataset of (image, caption) pairs from a CSV/TSV file or an image+caption folder."""
     if not os.path.exists(path):
-        raise SystemExit(f"data not found: {path}")
+        raise UserError(f"data not found: {path}")
     kind = args.dataset_type
     if kind == "auto":
         kind = "folder" if os.path.isdir(path) else "csv"

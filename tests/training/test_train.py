@@ -330,24 +330,11 @@ def test_trains_on_a_csv_file(run_flags, tmp_path, separator, extension):
     assert "val_image_to_text_R@1" in evals[-1]["eval"]
 
 
-def data_error(capsys, argv):
-    """The message of a run stopped by a bad data file: a user error (exit code 2), or an exception
-    where miniclip/data does not raise its errors as UserError yet."""
-    try:
-        train.main(argv)
-    except SystemExit as error:
-        assert error.code == 2 or isinstance(error.code, str), error.code
-        return str(error.code) if isinstance(error.code, str) else capsys.readouterr().err
-    except Exception as error:
-        return str(error)
-    pytest.fail("the run did not stop")
-
-
 def test_bad_data_is_an_error_naming_the_file_or_skipped_and_counted(run_flags, tmp_path, capsys):
     path = tmp_path / "pairs.tsv"
     path.write_text("\n".join(write_pairs(tmp_path, 40, "\t", broken=(3,))) + "\n")
     flags = run_flags + ["--train-data", str(path), "--epochs", "1", "--batch-size", "8"]
-    assert re.search(r"pairs.tsv line 5.*3.png", data_error(capsys, flags + ["--name", "bad"]))
+    assert re.search(r"pairs.tsv line 5.*3.png", user_error(capsys, flags + ["--name", "bad"]))
     with pytest.warns(UserWarning, match="skipped 1 bad samples"):
         code, _ = run(flags + ["--skip-bad-samples"], "skipped")
     assert code == 0
@@ -357,10 +344,10 @@ def test_bad_data_is_an_error_naming_the_file_or_skipped_and_counted(run_flags, 
 def test_wrong_column_name_and_missing_data_are_clear_errors(run_flags, tmp_path, capsys):
     path = tmp_path / "pairs.tsv"
     path.write_text("\n".join(write_pairs(tmp_path, 4, "\t")) + "\n")
-    assert "caption" in data_error(capsys, run_flags + ["--train-data", str(path), "--csv-caption-key", "caption",
+    assert "caption" in user_error(capsys, run_flags + ["--train-data", str(path), "--csv-caption-key", "caption",
                                                         "--name", "columns"])
     assert re.search("data not found: .*nowhere.tsv",
-                     data_error(capsys, run_flags + ["--train-data", str(tmp_path / "nowhere.tsv"), "--name", "missing"]))
+                     user_error(capsys, run_flags + ["--train-data", str(tmp_path / "nowhere.tsv"), "--name", "missing"]))
 
 
 def test_bad_flags_are_refused(run_flags, capsys):
