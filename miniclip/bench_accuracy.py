@@ -203,6 +203,8 @@ def model_report(case, train=False, oracle=None):
     theirs_errors = {}
     if oracle is not None:
         theirs, relu_torch = openclip_gradients(case, *oracle, train)
+        if [x.shape for x in relu_torch] != [x.shape for x in relu32]:
+            raise RuntimeError("OpenCLIP's and miniclip's ReLU calls differ: their decisions cannot be replayed")
         report.torch_flips = kink_flips(relu_torch, relu64)
         their_masks = [x > 0 for x in relu_torch]
         their_truth = truth if all((a == b).all() for a, b in zip(their_masks, masks)) else \
@@ -300,8 +302,8 @@ def _bn(training):
 
 
 OPS = [
-    Op("linear", lambda rng: {"x": _normal(rng, (16, 77, 256)), "weight": _normal(rng, (512, 256), scale=0.06),
-                              "bias": _normal(rng, (512,))}, ("x", "weight", "bias"),
+    Op("linear", lambda rng: {"x": _normal(rng, (1024, 64, 32)), "weight": _normal(rng, (48, 32), scale=0.2),
+                              "bias": _normal(rng, (48,))}, ("x", "weight", "bias"),
        lambda x, w, b: F.linear(x, w, b), lambda t, x, w, b: t.nn.functional.linear(x, w, b)),
     Op("matmul", lambda rng: {"a": _normal(rng, (8, 77, 64)), "b": _normal(rng, (8, 64, 77))}, ("a", "b"),
        lambda a, b: a @ b, lambda t, a, b: a @ b),
@@ -418,29 +420,39 @@ def add_arguments(parser):
     parser.add_argument("--no-torch", action="store_true", help="skip torch even when it is installed")
 
 
-def oracle(use_torch):
-    """(torch, open_clip), or None when either is missing or not wanted (they are only oracles)."""
-    torch = import_torch() if use_torch else None
+def import_open_clip():
+    """open_clip, or None when it is not installed (an oracle only, like torch)."""
     try:
         import open_clip
     except ImportError:
         return None
-    return None if torch is None else (torch, open_clip)
+    return open_clip
+
+
+def load_cases(args):
+    """The draws to measure: the --case file, or --seeds random draws of --model."""
+    if args.case:
+        try:
+            return [load_case(args.case)]
+        except (OSError, KeyError, ValueError) as e:
+            raise UserError(f"--case {args.case}: not a readable case file ({e})") from None
+    try:
+        config = load_config(args.model)
+    except ValueError as e:
+        raise UserError(f"--model: {e}") from None
+    return [draw(config, seed, args.batch) for seed in range(args.seeds)]
 
 
 def main(args):
     if args.seeds < 1 or args.batch < 2:
         raise UserError(f"--seeds must be at least 1 and --batch at least 2, got {args.seeds} and {args.batch}")
-    try:
-        cases = [load_case(args.case)] if args.case else \
-            [draw(load_config(args.model), seed, args.batch) for seed in range(args.seeds)]
-    except (OSError, KeyError, ValueError) as e:
-        raise UserError(f"--model / --case: {e}") from None
-    torch_pair = oracle(not args.no_torch)
-    reports = [model_report(case, args.train, torch_pair) for case in cases]
+    cases = load_cases(args)
+    torch = None if args.no_torch else import_torch()
+    open_clip = import_open_clip() if torch is not None else None
+    reports = [model_report(case, args.train, open_clip and (torch, open_clip)) for case in cases]
     for report in reports:
         print_model_report(report)
     if len(reports) > 1:
         print_rows(f"\nthe worst over {len(reports)} draws, per parameter", worst_over_draws(reports))
     if not args.no_ops:
-        print_op_rows([row for op in OPS for row in op_rows(op, torch_pair and torch_pair[0])])
+        print_op_rows([row for op in OPS for row in op_rows(op, torch)])

@@ -14,6 +14,7 @@ were 9e-3 off float64 (torch: 3e-6). Which side of 0 a float32 sum lands on depe
 blocking (its threads, its CPU kernels), so the test puts that float32 value there itself.
 """
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,28 @@ def test_float32_sums_over_many_values_round_once(reduce):
     assert (np.abs(got - exact) <= np.spacing(got) / 2).all()
 
 
+def test_a_bias_gradient_over_many_rows_keeps_float32_accuracy():
+    """functional/linear.py's sum_rows (a linear's bias gradient) adds 512-row blocks' BLAS sums in
+    float64: within 4 unit roundoffs over 2^18 rows; the one matrix-vector product over all rows it
+    replaced was 8e-6 off here (70 roundoffs), and 11-27x torch's error on 16,640-262,144 rows."""
+    x = (1 + np.random.default_rng(0).standard_normal((2 ** 18, 16))).astype(np.float32)
+    got = sys.modules["miniclip.functional.linear"].sum_rows(x)
+    assert got.dtype == np.float32
+    assert bench_accuracy.max_rel_error(got, x.astype(np.float64).sum(axis=0)) < 4 * 2.0 ** -24
+
+
+def test_bias_gradient_by_blocks_runs_on_the_device_path():
+    """The same blocks on CuPy arrays (the strict stand-in): no host array, no transfer."""
+    from tests import cupy_standin
+    x = np.random.default_rng(1).standard_normal((1300, 7)).astype(np.float32)
+    with cupy_standin.installed() as standin:
+        import cupy
+        got = sys.modules["miniclip.functional.linear"].sum_rows(cupy.asarray(x))
+        assert standin.total_transfers() == 0
+        got = got.get()
+    np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-5)
+
+
 def test_kink_flips_name_each_relu_call_with_a_sign_change():
     a = np.array([[1.0, -2e-9, 3.0], [0.0, 5e-9, -1.0]], np.float32)
     b = np.array([[1.0, 1e-9, 3.0], [-1e-9, 5e-9, -1.0]])
@@ -116,11 +139,12 @@ def conv2_flipped(monkeypatch):
 @pytest.mark.oracle
 def test_shared_case_kink_is_reported_and_the_same_branch_is_within_10x_torch(torch, open_clip, conv2_flipped, capsys):
     report = bench_accuracy.model_report(stem_case(), oracle=(torch, open_clip))
-    flip, = report.flips
-    assert (flip.call, flip.index, flip.count) == (1, FLIP_INDEX, 1) and flip.value64 < 0 < flip.value32
+    flip = next(f for f in report.flips if f.call == 1)
+    assert (flip.index, flip.count) == (FLIP_INDEX, 1) and flip.value64 < 0 < flip.value32
     name, plain_error = report.plain_worst
     assert name.startswith("visual.") and plain_error > 1e-3                 # the kink, seen
-    assert report.torch_flips == []
+    # Any other flip (another BLAS may round another near-zero input across) is a near tie too.
+    assert all(abs(f.value64) < 1e-5 for f in report.flips + report.torch_flips)
     assert_within_torch(report.rows, "rn_stem_float32")
     assert {"visual.conv1.weight", "visual.conv2.weight", "visual.bn1.weight"} <= {r[0] for r in report.rows}
     bench_accuracy.print_model_report(report)
