@@ -1,4 +1,4 @@
-"""What the functional tests share: input makers and the comparison with torch.
+"""What the op, functional, nn and model tests share: input makers and the comparison with torch.
 
 A case gives the miniclip function, the same function written with torch, and the inputs as
 float64 arrays; non-differentiable arguments (targets, masks, sizes) live inside the functions.
@@ -11,6 +11,15 @@ from tests.tolerances import TORCH_FLOAT64
 
 def normal(rng, shape):
     return rng.standard_normal(shape)
+
+
+def positive(rng, shape):
+    return rng.uniform(0.5, 2.0, shape)
+
+
+def standard_normal(*shape, seed=0):
+    """A float64 array of the shape, drawn with its own seed (for layer tests)."""
+    return np.random.default_rng(seed).standard_normal(shape)
 
 
 def away_from_zero(rng, shape):

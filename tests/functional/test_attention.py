@@ -15,7 +15,7 @@ from miniclip import functional as F
 from miniclip.functional import attention as F_attention
 from miniclip.functional.attention import (PackedSelfAttention, packed_self_attention_composed,
                                            scaled_dot_product_attention_composed)
-from tests.functional.helpers import assert_matches_torch, make_inputs, normal
+from tests.helpers import assert_matches_torch, make_inputs, normal
 from tests.tolerances import GRADCHECK, KERNEL_FLOAT32, TORCH_FLOAT64
 
 _rng = np.random.default_rng(5)

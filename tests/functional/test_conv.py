@@ -8,7 +8,7 @@ import pytest
 
 import miniclip
 from miniclip import functional as F
-from tests.functional.helpers import assert_matches_torch, distinct, make_inputs, normal
+from tests.helpers import assert_matches_torch, distinct, make_inputs, normal
 from tests.tolerances import GRADCHECK
 
 CASES = [

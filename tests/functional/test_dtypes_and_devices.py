@@ -11,7 +11,7 @@ import pytest
 from miniclip import functional as F
 from miniclip.backend import get_array_module, to_device, to_numpy
 from miniclip.tensor import Tensor
-from tests.functional.helpers import distinct, normal
+from tests.helpers import distinct, normal
 from tests.tolerances import KERNEL_FLOAT32, TORCH_FLOAT64
 
 TARGET = np.array([2, 0, 4])

@@ -24,7 +24,7 @@ from miniclip.functional.conv import Conv2d, FusedConv2d
 from miniclip.functional.loss import CrossEntropy, FusedCrossEntropy
 from miniclip.functional.normalization import FusedLayerNorm, LayerNorm
 from miniclip.tensor import Tensor
-from tests.functional.helpers import make_inputs, normal
+from tests.helpers import make_inputs, normal
 from tests.tolerances import GRADCHECK, KERNEL_FLOAT32, TORCH_FLOAT64
 
 _rng = np.random.default_rng(7)

@@ -4,7 +4,7 @@ import pytest
 
 import miniclip
 from miniclip import functional as F
-from tests.functional.helpers import assert_matches_torch, make_inputs, normal
+from tests.helpers import assert_matches_torch, make_inputs, normal
 from tests.tolerances import GRADCHECK
 
 IDS = np.array([[4, 0, 4], [2, 2, 4]])     # repeated ids: their rows of the gradient must add up

@@ -7,7 +7,7 @@ import pytest
 
 import miniclip
 from miniclip import functional as F
-from tests.functional.helpers import assert_matches_torch, make_inputs
+from tests.helpers import assert_matches_torch, make_inputs
 from tests.tolerances import GRADCHECK
 
 TARGET_5 = np.array([6, 0, 3, 3, 1])      # for logits (5, 7): a repeated class, the first and last

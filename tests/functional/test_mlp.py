@@ -7,7 +7,7 @@ import miniclip
 from miniclip import amp, kernels
 from miniclip import functional as F
 from miniclip.functional.mlp import FusedMLP, mlp_composed
-from tests.functional.helpers import assert_matches_torch, make_inputs
+from tests.helpers import assert_matches_torch, make_inputs
 from tests.tolerances import GRADCHECK, KERNEL_FLOAT32, TORCH_FLOAT64
 
 ACTIVATIONS = ["gelu", "quick_gelu"]

@@ -6,7 +6,7 @@ import pytest
 
 import miniclip
 from miniclip import functional as F
-from tests.functional.helpers import assert_matches_torch, away_from_zero, make_inputs, normal
+from tests.helpers import assert_matches_torch, away_from_zero, make_inputs, normal
 from tests.tolerances import GRADCHECK, TORCH_FLOAT64
 
 

@@ -11,7 +11,7 @@ import miniclip
 from miniclip import kernels
 from miniclip.functional import normalize
 from miniclip.losses import FusedClipLoss, clip_loss, clip_loss_composed, siglip_loss
-from tests.functional.helpers import make_inputs, normal
+from tests.helpers import make_inputs, normal
 from tests.tolerances import GRADCHECK, KERNEL_FLOAT32, TORCH_FLOAT64
 
 

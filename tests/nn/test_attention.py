@@ -12,14 +12,11 @@ import miniclip
 from miniclip import nn
 from miniclip.functional import attention as F_attention
 from miniclip.functional.attention import PackedSelfAttention
+from tests.helpers import standard_normal
 from tests.nn.torch_compare import compare_with_torch, copy_weights
 from tests.tolerances import KERNEL_FLOAT32, TORCH_FLOAT64
 
 E, H = 12, 3
-
-
-def normal(*shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 def both(batch_first=True, bias=True, torch=None):
@@ -37,7 +34,7 @@ def self_attention(**kwargs):
                          ids=["batch_first", "sequence_first", "no_bias"])
 def test_self_attention_matches_torch(torch, batch_first, bias):
     ours, theirs = both(batch_first, bias, torch)
-    compare_with_torch(torch, ours, theirs, [normal(2, 7, E)], call=self_attention())
+    compare_with_torch(torch, ours, theirs, [standard_normal(2, 7, E)], call=self_attention())
 
 
 @pytest.mark.oracle
@@ -50,12 +47,12 @@ def test_causal_attention_matches_torch(torch, T):
             return layer(x, x, x, is_causal=True)[0]
         return layer(x, x, x, need_weights=False, attn_mask=torch.from_numpy(causal), is_causal=True)[0]
 
-    compare_with_torch(torch, *both(torch=torch), [normal(2, T, E)], call=call)
+    compare_with_torch(torch, *both(torch=torch), [standard_normal(2, T, E)], call=call)
 
 
 def test_causal_flag_and_causal_mask_agree():
     layer = nn.MultiheadAttention(E, H, batch_first=True).double()
-    x = miniclip.tensor(normal(3, 6, E))
+    x = miniclip.tensor(standard_normal(3, 6, E))
     by_flag = layer(x, x, x, is_causal=True)[0]
     by_mask = layer(x, x, x, attn_mask=np.triu(np.ones((6, 6), bool), 1))[0]
     unmasked = layer(x, x, x)[0]
@@ -76,7 +73,7 @@ def test_cross_attention_with_a_boolean_mask_matches_torch(torch):
         attn_mask = mask if isinstance(layer, nn.MultiheadAttention) else torch.from_numpy(mask)
         return layer(q, kv, kv, need_weights=False, attn_mask=attn_mask)[0]
 
-    compare_with_torch(torch, *both(torch=torch), [normal(2, L, E), normal(2, S, E, seed=1)], call=call)
+    compare_with_torch(torch, *both(torch=torch), [standard_normal(2, L, E), standard_normal(2, S, E, seed=1)], call=call)
 
 
 @pytest.mark.oracle
@@ -88,7 +85,7 @@ def test_float_mask_per_batch_and_head_matches_torch(torch):
         attn_mask = mask if isinstance(layer, nn.MultiheadAttention) else torch.from_numpy(mask)
         return layer(x, x, x, need_weights=False, attn_mask=attn_mask)[0]
 
-    compare_with_torch(torch, *both(batch_first=False, torch=torch), [normal(T, B, E)], call=call)
+    compare_with_torch(torch, *both(batch_first=False, torch=torch), [standard_normal(T, B, E)], call=call)
 
 
 @pytest.mark.oracle
@@ -96,7 +93,7 @@ def test_float_mask_per_batch_and_head_matches_torch(torch):
 def test_need_weights_returns_torch_head_averaged_weights(torch, causal):
     ours, theirs = both(torch=torch)
     copy_weights(torch, ours, theirs)
-    x = normal(2, 5, E)
+    x = standard_normal(2, 5, E)
     mask = np.triu(np.ones((5, 5), bool), 1) if causal else None
     out, weights = ours(miniclip.tensor(x), miniclip.tensor(x), miniclip.tensor(x), need_weights=True,
                         is_causal=causal)
@@ -125,7 +122,7 @@ def test_parameters_keys_and_initialisation_follow_torch():
 def test_dropout_acts_in_training_only():
     miniclip.manual_seed(0)
     layer = nn.MultiheadAttention(E, H, dropout=0.5, batch_first=True)
-    x = miniclip.tensor(normal(2, 7, E).astype(np.float32))
+    x = miniclip.tensor(standard_normal(2, 7, E).astype(np.float32))
     training = layer(x, x, x)[0].data
     layer.eval()
     first, second = layer(x, x, x)[0].data, layer(x, x, x)[0].data
@@ -138,14 +135,14 @@ def test_one_qkv_projection_equals_three(batch_first):
     """forward(x, x, x) projects q, k, v with one (E, 3E) GEMM; three distinct tensors holding
     the same values take the three-projection path. Outputs and parameter gradients agree."""
     layer = nn.MultiheadAttention(E, H, batch_first=batch_first).double()
-    x = normal(2, 5, E, seed=3)
+    x = standard_normal(2, 5, E, seed=3)
     results = []
     for same in (True, False):
         layer.zero_grad()
         inputs = [miniclip.tensor(x, requires_grad=True)]
         inputs += [inputs[0]] * 2 if same else [miniclip.tensor(x, requires_grad=True) for _ in range(2)]
         out = layer(*inputs, need_weights=False)[0]
-        out.backward(normal(*out.shape, seed=4))
+        out.backward(standard_normal(*out.shape, seed=4))
         results.append([out.data, layer.in_proj_weight.grad.copy(), layer.in_proj_bias.grad.copy(),
                         sum(t.grad for t in {id(t): t for t in inputs}.values())])
     for name, fused, separate in zip(["out", "d in_proj_weight", "d in_proj_bias", "dx"], *results):
@@ -164,7 +161,7 @@ def test_self_attention_hands_the_kernels_output_to_out_proj():
     kernel wrote o into. Cross-attention and need_weights=True take the unpacked paths."""
     layer = nn.MultiheadAttention(E, H, batch_first=True)
     seen = out_proj_inputs(layer)
-    x, y = (miniclip.tensor(normal(2, 5, E, seed=s).astype(np.float32), requires_grad=True) for s in (0, 1))
+    x, y = (miniclip.tensor(standard_normal(2, 5, E, seed=s).astype(np.float32), requires_grad=True) for s in (0, 1))
     layer(x, x, x)
     fn = seen[-1]._ctx
     assert isinstance(fn, PackedSelfAttention) and np.shares_memory(seen[-1].data, fn.o)
@@ -189,10 +186,10 @@ def test_packed_self_attention_equals_the_unpacked_fallback(dtype, batch_first, 
     input gradient and every parameter gradient agree."""
     layer = nn.MultiheadAttention(E, H, batch_first=batch_first)
     layer = layer.double() if dtype == np.float64 else layer.float()
-    x = normal(2, 5, E, seed=3).astype(dtype)
+    x = standard_normal(2, 5, E, seed=3).astype(dtype)
     if not batch_first:
         x = np.ascontiguousarray(x.swapaxes(0, 1))          # (L, B, E)
-    upstream = normal(*x.shape, seed=4).astype(dtype)
+    upstream = standard_normal(*x.shape, seed=4).astype(dtype)
     results = []
     for packed in (True, False):
         if not packed:

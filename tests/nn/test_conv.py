@@ -5,12 +5,9 @@ import pytest
 
 import miniclip
 from miniclip import nn
+from tests.helpers import standard_normal
 from tests.nn.torch_compare import compare_with_torch, copy_weights
 from tests.tolerances import TORCH_FLOAT64
-
-
-def normal(*shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 @pytest.mark.oracle
@@ -20,7 +17,7 @@ def normal(*shape, seed=0):
     dict(kernel_size=4, stride=4, bias=False),                   # ViT's patch embedding
 ], ids=["3x3", "3x2_stride2_pad1", "patchify_no_bias"])
 def test_conv2d_matches_torch(torch, kwargs):
-    compare_with_torch(torch, nn.Conv2d(3, 5, **kwargs), torch.nn.Conv2d(3, 5, **kwargs), [normal(2, 3, 8, 7)])
+    compare_with_torch(torch, nn.Conv2d(3, 5, **kwargs), torch.nn.Conv2d(3, 5, **kwargs), [standard_normal(2, 3, 8, 7)])
 
 
 def test_conv2d_initialisation_bound_uses_the_kernel_area():
@@ -39,7 +36,7 @@ def test_batch_norm_training_matches_torch_including_running_statistics(torch):
     ours.bias.data[...] = rng.standard_normal(3)
     ours.running_mean.data[...] = rng.standard_normal(3)
     ours.running_var.data[...] = rng.uniform(0.5, 2.0, 3)
-    for step, x in enumerate([2 * normal(4, 3, 5, 3) + 1, normal(2, 3, 4, 4, seed=2) - 1]):
+    for step, x in enumerate([2 * standard_normal(4, 3, 5, 3) + 1, standard_normal(2, 3, 4, 4, seed=2) - 1]):
         compare_with_torch(torch, ours, theirs, [x], seed=step)
         for key, value in theirs.state_dict().items():
             np.testing.assert_allclose(ours.state_dict()[key], value.numpy(), **TORCH_FLOAT64,
@@ -56,7 +53,7 @@ def test_batch_norm_eval_uses_running_statistics(torch):
     ours.eval()
     theirs.eval()
     before = ours.state_dict()
-    compare_with_torch(torch, ours, theirs, [normal(2, 4, 3, 5)])
+    compare_with_torch(torch, ours, theirs, [standard_normal(2, 4, 3, 5)])
     for key, value in before.items():                         # eval changes no statistic
         np.testing.assert_array_equal(ours.state_dict()[key], value.astype(ours.state_dict()[key].dtype))
 

@@ -5,18 +5,15 @@ import pytest
 
 import miniclip
 from miniclip import nn
+from tests.helpers import standard_normal
 from tests.nn.torch_compare import compare_with_torch
 from tests.tolerances import GRADCHECK
-
-
-def normal(*shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_torch(torch, bias):
-    compare_with_torch(torch, nn.Linear(7, 5, bias=bias), torch.nn.Linear(7, 5, bias=bias), [normal(2, 3, 7)])
+    compare_with_torch(torch, nn.Linear(7, 5, bias=bias), torch.nn.Linear(7, 5, bias=bias), [standard_normal(2, 3, 7)])
 
 
 @pytest.mark.oracle
@@ -26,7 +23,7 @@ def test_layer_norm_matches_torch(torch, shape, eps):
     rng = np.random.default_rng(1)
     ours.weight.data[...] = rng.uniform(0.5, 1.5, ours.weight.shape)      # not the trivial 1 and 0
     ours.bias.data[...] = rng.standard_normal(ours.bias.shape)
-    compare_with_torch(torch, ours, theirs, [3 * normal(2, 3, 7) + 1])
+    compare_with_torch(torch, ours, theirs, [3 * standard_normal(2, 3, 7) + 1])
 
 
 @pytest.mark.oracle
@@ -43,7 +40,7 @@ def test_embedding_matches_torch(torch):
     (lambda: nn.Identity(), lambda t: t.nn.Identity()),
 ], ids=["gelu", "gelu_tanh", "relu", "identity"])
 def test_activations_match_torch(torch, ours, theirs):
-    x = normal(3, 5, 4)
+    x = standard_normal(3, 5, 4)
     x[np.abs(x) < 0.05] = 0.5                                 # away from relu's kink at 0
     compare_with_torch(torch, ours(), theirs(torch), [x])
 
@@ -54,7 +51,7 @@ def test_quick_gelu_matches_its_formula_in_torch(torch):
         def forward(self, x):
             return x * torch.sigmoid(1.702 * x)
 
-    compare_with_torch(torch, nn.QuickGELU(), TorchQuickGELU(), [normal(4, 6)])
+    compare_with_torch(torch, nn.QuickGELU(), TorchQuickGELU(), [standard_normal(4, 6)])
 
 
 def test_default_initialisation_follows_torch():
@@ -88,6 +85,6 @@ def test_dropout_scales_survivors_in_training_and_is_the_identity_in_eval():
 def test_gradcheck_small_sequential():
     miniclip.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.LayerNorm(6), nn.Linear(6, 3), nn.QuickGELU()).double()
-    x = miniclip.tensor(normal(5, 4), requires_grad=True)
+    x = miniclip.tensor(standard_normal(5, 4), requires_grad=True)
     names, params = zip(*model.named_parameters())
     assert miniclip.gradcheck(lambda x, *params: model(x), [x, *params], names=["x", *names], **GRADCHECK)

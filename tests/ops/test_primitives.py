@@ -9,26 +9,8 @@ import pytest
 
 import miniclip
 from miniclip import ops
+from tests.helpers import away_from_zero, distinct, make_inputs, normal, positive
 from tests.tolerances import GRADCHECK, TORCH_FLOAT64
-
-
-def normal(rng, shape):
-    return rng.standard_normal(shape)
-
-
-def positive(rng, shape):
-    return rng.uniform(0.5, 2.0, shape)
-
-
-def away_from_zero(rng, shape):
-    """|x| in [0.1, 2]: far from the kink of relu/abs at 0 compared with eps = 1e-6."""
-    return rng.uniform(0.1, 2.0, shape) * rng.choice([-1, 1], shape)
-
-
-def distinct(rng, shape):
-    """Values with no ties anywhere (max, maximum and minimum split gradients on ties)."""
-    return rng.permutation(np.prod(shape, dtype=int)).reshape(shape) * 0.1 + rng.uniform(0, 0.01, shape)
-
 
 CASES = [
     # name, miniclip fn, torch fn, shapes, input maker
@@ -82,11 +64,6 @@ CASES = [
     ("matmul_vector_right", ops.matmul, lambda t, x, y: x @ y, [(2, 3, 5), (5,)], normal),
     ("matmul_vector_vector", ops.matmul, lambda t, x, y: x @ y, [(5,), (5,)], normal),
 ]
-
-
-def make_inputs(shapes, maker, seed=0):
-    rng = np.random.default_rng(seed)
-    return [miniclip.tensor(maker(rng, s), requires_grad=True) for s in shapes]
 
 
 @pytest.mark.parametrize("name, fn, torch_fn, shapes, maker", CASES, ids=[c[0] for c in CASES])
