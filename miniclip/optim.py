@@ -310,3 +310,32 @@ def cosine_lr(optimizer, base_lr, warmup_length, steps):
         assign_learning_rate(optimizer, lr)
         return lr
     return adjust
+
+
+def const_lr_cooldown(optimizer, base_lr, warmup_length, steps, cooldown_steps, cooldown_power=1.0,
+                      cooldown_end_lr=0.0):
+    """const_lr, then a cooldown over the last `cooldown_steps` of the `steps` (OpenCLIP's
+    const-cooldown, for runs whose length is decided late: a cooldown can start from any checkpoint):
+
+        lr(step) = base_lr * (step + 1) / warmup_length                  for step < warmup_length
+                 = base_lr                                               until s0 = steps - cooldown_steps
+                 = end + (base_lr - end) * (1 - (step - s0) / cooldown_steps) ** cooldown_power   afterwards
+
+    a linear decay to cooldown_end_lr when cooldown_power is 1, a polynomial one otherwise.
+    """
+    if not 0 < cooldown_steps <= steps - warmup_length:
+        raise ValueError(f"const_lr_cooldown needs 0 < cooldown_steps <= steps - warmup_length, got "
+                         f"cooldown_steps={cooldown_steps}, steps={steps}, warmup_length={warmup_length}")
+    start = steps - cooldown_steps
+
+    def adjust(step):
+        if step < warmup_length:
+            lr = _warmup_lr(base_lr, warmup_length, step)
+        elif step < start:
+            lr = base_lr
+        else:
+            decay = (1 - (step - start) / cooldown_steps) ** cooldown_power
+            lr = decay * (base_lr - cooldown_end_lr) + cooldown_end_lr
+        assign_learning_rate(optimizer, lr)
+        return lr
+    return adjust
