@@ -6,4 +6,6 @@
     state.py        training checkpoints: model, optimizer, step, data position, RNG; atomic writes
     evaluate.py     zero-shot accuracy (seen / unseen pairs), hard negatives, retrieval, val loss
     plots.py        the PNG plots of a run folder, from its metrics.jsonl
+    tensorboard.py  --report-to tensorboard: TensorBoard's event files, written without TensorBoard
+    grad_checkpointing.py   --grad-checkpointing: transformer blocks recomputed in backward
 """
