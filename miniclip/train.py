@@ -31,8 +31,9 @@ evaluated and saved.)
     mpirun -n 2 python -m miniclip.train --distributed --local-loss --gather-with-grad
 
 The run folder logs/<name>/ holds config.json (every flag and the model config), metrics.jsonl
-(one line per step, one per evaluation), checkpoints/ (see miniclip/training/state.py) and
-plots/; one run at a time: a folder that holds a run needs --resume, and a live run locks it
+(one line per logged step, one per evaluation), checkpoints/ (see miniclip/training/state.py),
+plots/ and, with --report-to tensorboard, tensorboard/ (miniclip/training/tensorboard.py). One
+run at a time: a folder that holds a run needs --resume, and a live run locks it
 (miniclip/training/state.py). metrics.jsonl is strict JSON: a number that is not finite (an
 evaluation of a diverged model) is written as null. Ctrl-C finishes the current step, saves a
 checkpoint and stops. A NaN or infinite loss stops the run before anything is saved, and a save
@@ -45,6 +46,7 @@ import contextlib
 import glob
 import json
 import math
+import numbers
 import os
 import signal
 import sys
@@ -59,21 +61,27 @@ from miniclip.creation import manual_seed
 from miniclip.errors import UserError, exit_on_user_error
 from miniclip.losses import clip_loss, clip_loss_with_negatives, siglip_loss
 from miniclip.models import check_same_architecture, create_model, load_checkpoint, load_tokenizer
-from miniclip.models.config import load_config
+from miniclip.models.config import load_config, parameter_count
+from miniclip.models.pretrained import is_tag, pretrained_file, tag_uses_quick_gelu
 from miniclip.ops import concat
 from miniclip.tensor import Tensor, no_grad
+from miniclip.tokenizer import Tokenizer
 from miniclip.training.data import build_data, train_loader
 from miniclip.training.evaluate import evaluate
-from miniclip.training.options import PRECISIONS, parse_args
+from miniclip.training.grad_checkpointing import set_grad_checkpointing
+from miniclip.training.options import PRECISIONS, parse_args, report_to
 from miniclip.training.plots import plot_run
+from miniclip.training.tensorboard import SummaryWriter
 from miniclip.training.state import (NonFiniteState, checkpoint_step, latest_checkpoint, load_training_state,
                                      own_run_folder, save_training_state, training_metadata)
 
 PROG = "python -m miniclip.train"
+LATEST_CHECKPOINT = "epoch_latest.safetensors"   # --save-most-recent (OpenCLIP's epoch_latest.pt)
 MAX_LOGIT_SCALE = math.log(100)
 # Flags that change the data order or the model: a resumed run must keep them.
 SAME_ON_RESUME = ("model", "batch_size", "accum_freq", "seed", "siglip", "dataset", "train_data",
-                  "train_num_samples", "lock_image", "lock_text", "tokenizer", "vocab_size", "world_size")
+                  "train_num_samples", "lock_image", "lock_text", "tokenizer", "vocab_size", "world_size",
+                  "force_quick_gelu", "image_mean", "image_std")
 
 
 def choose_device(requested):
@@ -87,9 +95,17 @@ def choose_device(requested):
 
 def model_config(args):
     try:
-        config = load_config(args.model)
+        # No limit on the size here: the check below says which flag raises it.
+        config = load_config(args.model, max_parameters=math.inf)
     except ValueError as error:   # an unknown name, or a JSON file that is not a model config
         raise UserError(f"--model {args.model}: {error}") from None
+    count = parameter_count(config)   # from the config alone, before anything is allocated
+    if count > args.max_parameters:
+        raise UserError(f"--model {args.model} has {count:,} parameters ({4 * count / 1e9:.1f} GB in float32), "
+                        f"more than --max-parameters {args.max_parameters:,}; pass a larger --max-parameters "
+                        f"to train it")
+    if args.force_quick_gelu:
+        config["quick_gelu"] = True
     if args.siglip:
         # SigLIP's initialisation (Zhai et al. 2023, section 3.2): t' = ln 10, b = -10, so that the
         # B^2 - B negatives do not dominate the first steps.
@@ -99,22 +115,46 @@ def model_config(args):
 
 
 def pretrained_weights(args, config):
-    """The state_dict of --pretrained, or None. A file that miniclip saved holds its config and its
-    tokenizer, and the run then trains with that tokenizer (run() reads it): so the text embedding
-    takes the file's vocabulary size, and the rest of the file's architecture must be --model's."""
+    """(state_dict, file) of --pretrained, or (None, None).
+
+    A tag of --model ("openai", "laion2b_s34b_b79k", ...) is OpenCLIP's name for a file on the
+    Hugging Face hub (miniclip/models/pretrained.py): it is downloaded, or read from the hub's
+    cache, and the config takes the activation the tag was trained with (QuickGELU for OpenAI's
+    weights; --force-quick-gelu still forces it), as create_model(name, pretrained=tag) does.
+    A file that miniclip saved holds its config and its tokenizer, and the run then trains with
+    that tokenizer (train() reads it): so the text embedding takes the file's vocabulary size, and
+    the rest of the file's architecture must be --model's."""
     if args.pretrained is None:
-        return None
-    if not os.path.isfile(args.pretrained):
-        raise UserError(f"--pretrained {args.pretrained}: no such file")
-    state_dict, saved_config = load_checkpoint(args.pretrained)
+        return None, None
+    path = args.pretrained
+    if is_tag(args.model, path):
+        config["quick_gelu"] = tag_uses_quick_gelu(args.model, path) or args.force_quick_gelu
+        path = pretrained_file(args.model, path)   # a UserError says what to install or download
+    elif not os.path.isfile(path):
+        pretrained_file(args.model, path)   # raises: no such file, and not a tag (it lists --model's tags)
+    state_dict, saved_config = load_checkpoint(path, args.max_parameters)
     if saved_config is not None:
-        if load_tokenizer(args.pretrained, saved_config["text_cfg"]["context_length"]) is not None:
+        if load_tokenizer(path, saved_config["text_cfg"]["context_length"]) is not None:
             config["text_cfg"]["vocab_size"] = saved_config["text_cfg"]["vocab_size"]
         try:
-            check_same_architecture(config, saved_config, args.pretrained)
+            check_same_architecture(config, saved_config, path)
         except ValueError as error:
             raise UserError(f"--pretrained {args.pretrained} does not fit --model {args.model}: {error}") from None
-    return state_dict
+    return state_dict, path
+
+
+def run_tokenizer(args, resume, pretrained_path, context_length):
+    """The tokenizer a run must keep (None: build_data makes one from the flags): the one saved in
+    the checkpoint it resumes or the weights it starts from; for pretrained weights that hold none
+    (OpenCLIP's files), OpenAI's vocabulary, which they were trained with, unless --tokenizer."""
+    for path in (resume, pretrained_path):
+        if path is not None:
+            saved = load_tokenizer(path, context_length)
+            if saved is not None:
+                return saved
+    if pretrained_path is not None and args.tokenizer is None:
+        return Tokenizer(context_length=context_length)
+    return None
 
 
 def parameter_groups(model, weight_decay):
@@ -288,12 +328,8 @@ def train(args, device, argv, run_folder, dist=None):
     config = model_config(args)
     image_size = config["vision_cfg"]["image_size"]
     context_length = config["text_cfg"]["context_length"]
-    saved_tokenizer = None
-    for path in (resume, args.pretrained):
-        if path is not None and saved_tokenizer is None:
-            saved_tokenizer = load_tokenizer(path, context_length)
-    pretrained = pretrained_weights(args, config)
-    data = build_data(args, image_size, context_length, saved_tokenizer)
+    pretrained, pretrained_path = pretrained_weights(args, config)
+    data = build_data(args, image_size, context_length, run_tokenizer(args, resume, pretrained_path, context_length))
     if args.tokenizer is None and args.pretrained is None:
         config["text_cfg"]["vocab_size"] = data.tokenizer.vocab_size   # a learned vocabulary: a small embedding
     if data.tokenizer.vocab_size > config["text_cfg"]["vocab_size"]:
@@ -301,7 +337,9 @@ def train(args, device, argv, run_folder, dist=None):
                         f"embedding only {config['text_cfg']['vocab_size']}")
 
     manual_seed(args.seed)
-    model = create_model(config)
+    model = create_model(config, max_parameters=args.max_parameters)
+    if args.grad_checkpointing:
+        set_grad_checkpointing(model)
     if pretrained is not None:
         try:
             model.load_state_dict(pretrained)
@@ -322,8 +360,7 @@ def train(args, device, argv, run_folder, dist=None):
                         f"on each of {args.world_size} ranks")
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     warmup = args.warmup if args.warmup is not None else total_steps // 10
-    schedule = (optim.cosine_lr if args.lr_scheduler == "cosine" else optim.const_lr)(
-        optimizer, args.lr, warmup, total_steps)
+    schedule = lr_schedule(args, optimizer, warmup, total_steps, steps_per_epoch)
 
     low_precision = PRECISIONS[args.precision]
     scaler = amp.GradScaler() if low_precision == "float16" else None
@@ -350,11 +387,17 @@ def train(args, device, argv, run_folder, dist=None):
         if args.resume:   # (from step 0 when there was no checkpoint yet: nothing is kept)
             forget_metrics_after(metrics_path, progress["step"] if resume else -1)
         metrics_file = open(metrics_path, "a")
+        tensorboard = None
+        if "tensorboard" in report_to(args):   # a resumed run: TensorBoard forgets what metrics.jsonl forgot
+            purge_step = (progress["step"] + 1 if resume else 0) if args.resume else None
+            tensorboard = SummaryWriter(os.path.join(run_folder, "tensorboard"), purge_step)
 
     def log(record):
         if is_main:
             metrics_file.write(metrics_line(record) + "\n")
             metrics_file.flush()
+            if tensorboard is not None:
+                tensorboard.add_scalars(tensorboard_scalars(record), record["step"])
 
     def run_evaluation(epoch, zeroshot=True, val=True):
         """Rank 0 evaluates while the others wait; returns the metrics (None on the others)."""
@@ -376,6 +419,18 @@ def train(args, device, argv, run_folder, dist=None):
                 save_training_state(path, model, data.tokenizer, optimizer, progress, args, scaler)
             except NonFiniteState as error:
                 raise UserError(diverged(f"after step {progress['step']}, {error}", last_saved)) from None
+        return path
+
+    def save_checkpoint(name):
+        """save(name), then what --save-most-recent and --delete-previous-checkpoint ask for;
+        returns the new checkpoint's path."""
+        path = save(name)
+        if args.save_most_recent:
+            save(LATEST_CHECKPOINT)
+        if is_main and args.delete_previous_checkpoint and last_saved not in (None, path):
+            # Only a checkpoint of this run folder: a --resume PATH elsewhere is the user's file.
+            if os.path.dirname(os.path.abspath(last_saved)) == os.path.abspath(checkpoints):
+                os.remove(last_saved)
         return path
 
     global_batch = args.world_size * args.batch_size * args.accum_freq
@@ -436,7 +491,7 @@ def train(args, device, argv, run_folder, dist=None):
                 now = time.perf_counter()
                 samples_per_s = len(images) * args.world_size / (now - tick)
                 tick = now
-                if progress["step"] % args.log_every_n_steps == 0:
+                if logged_step(progress, args.log_every_n_steps, steps_per_epoch, total_steps):
                     # Read from the device only on a logged step: each read waits for the GPU.
                     scale = float(np.exp(backend.to_numpy(model.logit_scale.data)))
                     record = {"step": progress["step"], "epoch": epoch, "loss": loss, "lr": lr,
@@ -454,9 +509,11 @@ def train(args, device, argv, run_folder, dist=None):
                 progress["epoch"], progress["batch"] = epoch + 1, 0
             finished = progress["step"] == total_steps
             if epoch_done and ((epoch + 1) % args.save_frequency == 0 or finished):
-                last_saved = save(f"epoch_{epoch + 1}.safetensors")
+                last_saved = save_checkpoint(f"epoch_{epoch + 1}.safetensors")
             elif finished or stop.requested:
-                last_saved = save(f"step_{progress['step']}.safetensors")
+                last_saved = save_checkpoint(f"step_{progress['step']}.safetensors")
+            elif epoch_done and args.save_most_recent:   # OpenCLIP writes it every epoch
+                save(LATEST_CHECKPOINT)
             if (epoch_done or finished) and not stop.requested:
                 zeroshot = (epoch + 1) % args.zeroshot_frequency == 0 or finished
                 val = (epoch + 1) % args.val_frequency == 0 or finished
@@ -466,11 +523,13 @@ def train(args, device, argv, run_folder, dist=None):
                     if is_main:
                         tqdm.write(format_metrics(progress["step"], metrics), file=sys.stderr)
         if stop.requested and saved_step(last_saved) != progress["step"]:
-            last_saved = save(f"step_{progress['step']}.safetensors")   # Ctrl-C came during an evaluation
+            last_saved = save_checkpoint(f"step_{progress['step']}.safetensors")   # Ctrl-C came during an evaluation
     bar.close()
     if not is_main:
         return 0
     metrics_file.close()
+    if tensorboard is not None:
+        tensorboard.close()
     if overflows:
         print(f"float16 overflow: skipped {overflows} optimizer steps (each halved the loss scale, now "
               f"{scaler.scale:g})")
@@ -482,6 +541,43 @@ def train(args, device, argv, run_folder, dist=None):
         return 130
     print(f"done: {progress['step']} steps. Checkpoint {last_saved}; plots in {os.path.join(run_folder, 'plots')}")
     return 0
+
+
+def lr_schedule(args, optimizer, warmup, total_steps, steps_per_epoch):
+    """--lr-scheduler's function of the step (miniclip/optim.py), planned for total_steps."""
+    if args.lr_scheduler == "cosine":
+        return optim.cosine_lr(optimizer, args.lr, warmup, total_steps)
+    if args.lr_scheduler == "const":
+        return optim.const_lr(optimizer, args.lr, warmup, total_steps)
+    cooldown = args.epochs_cooldown * steps_per_epoch   # OpenCLIP counts the cooldown in epochs too
+    if cooldown > total_steps - warmup:
+        raise UserError(f"--epochs-cooldown {args.epochs_cooldown} is {cooldown} steps, more than the "
+                        f"{total_steps - warmup} steps after the warmup of {warmup}")
+    return optim.const_lr_cooldown(optimizer, args.lr, warmup, total_steps, cooldown,
+                                   args.lr_cooldown_power, args.lr_cooldown_end)
+
+
+def logged_step(progress, every, steps_per_epoch, total_steps):
+    """Whether the step just done goes to the logs: OpenCLIP's --log-every-n-steps rule, the first
+    batch of every `every` in an epoch and its last batch (progress["batch"] batches are done), and
+    the run's last step."""
+    return ((progress["batch"] - 1) % every == 0 or progress["batch"] == steps_per_epoch
+            or progress["step"] == total_steps)
+
+
+# The names OpenCLIP gives the training metrics in TensorBoard (the evaluation's: val/<name>).
+TENSORBOARD_NAMES = {"loss": "train/loss", "lr": "train/lr", "logit_scale": "train/scale",
+                     "samples_per_s": "train/samples_per_second", "loss_scale": "train/loss_scale"}
+
+
+def tensorboard_scalars(record):
+    """The TensorBoard scalars of one metrics.jsonl record, at its step. (OpenCLIP puts the
+    evaluations at the epoch number; miniclip also evaluates before training and when --max-steps
+    ends mid-epoch, so they go at the step, on one axis with the training curves.)"""
+    if "eval" in record:
+        return {f"val/{name}": value for name, value in record["eval"].items()
+                if isinstance(value, numbers.Real) and not isinstance(value, bool)}
+    return {TENSORBOARD_NAMES[k]: v for k, v in record.items() if k in TENSORBOARD_NAMES}
 
 
 def diverged(what, last_saved):

@@ -223,13 +223,20 @@ def hard_negative_scenes(dataset, count):
     return found
 
 
+def transform(args, image_size, is_train):
+    """image_transform with --image-mean and --image-std (CLIP's statistics unless given)."""
+    statistics = {key: tuple(getattr(args, f"image_{key}")) for key in ("mean", "std")
+                  if getattr(args, f"image_{key}", None) is not None}
+    return image_transform(image_size, is_train=is_train, **statistics)
+
+
 def train_loader(data, args, image_size, shuffle=True, rank=0, world_size=1):
     """Batches of --batch-size x --accum-freq; in a data-parallel run, rank `rank`'s shard."""
-    return Loader(data.train, args.batch_size * args.accum_freq, image_transform(image_size, is_train=True),
+    return Loader(data.train, args.batch_size * args.accum_freq, transform(args, image_size, is_train=True),
                   workers=args.workers, seed=args.seed, shuffle=shuffle, drop_last=True, rank=rank,
                   world_size=world_size, tokenize=data.tokenizer, skip_bad_samples=args.skip_bad_samples)
 
 
 def eval_loader(dataset, args, image_size, tokenize=None):
-    return Loader(dataset, 256, image_transform(image_size, is_train=False), workers=args.workers,
+    return Loader(dataset, 256, transform(args, image_size, is_train=False), workers=args.workers,
                   shuffle=False, tokenize=tokenize, skip_bad_samples=args.skip_bad_samples)

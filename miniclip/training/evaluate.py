@@ -15,8 +15,7 @@
 import numpy as np
 
 from miniclip.backend import to_numpy
-from miniclip.data import image_transform
-from miniclip.training.data import eval_loader
+from miniclip.training.data import eval_loader, transform
 from miniclip.zeroshot import (caption_vs_hard_negatives, encode_images, encode_texts, retrieval_metrics,
                                zeroshot_accuracy)
 
@@ -71,10 +70,10 @@ def _cross_entropy_diagonal(logits):
     return -np.mean(np.diag(log_probs))
 
 
-def evaluate_hard_negatives(model, tokenizer, scenes, image_size, device):
-    transform = image_transform(image_size, is_train=False)
+def evaluate_hard_negatives(model, tokenizer, scenes, args, image_size, device):
+    eval_transform = transform(args, image_size, is_train=False)
     metrics = {}
-    image_f = encode_images(model, np.stack([transform(image) for image, _, _ in scenes]), device=device)
+    image_f = encode_images(model, np.stack([eval_transform(image) for image, _, _ in scenes]), device=device)
     caption_f = encode_texts(model, tokenizer, [text for _, text, _ in scenes], device=device)
     for kind in ("swap_colors", "swap_shapes", "reverse_relation"):
         rows = [i for i, (_, _, negatives) in enumerate(scenes) if kind in negatives]
@@ -95,7 +94,7 @@ def evaluate(model, data, args, image_size, device, zeroshot=True, val=True):
         for zeroshot_set in data.zeroshot:
             metrics.update(evaluate_zeroshot(model, data.tokenizer, zeroshot_set, args, image_size, device))
         if data.hard_negatives:
-            metrics.update(evaluate_hard_negatives(model, data.tokenizer, data.hard_negatives, image_size, device))
+            metrics.update(evaluate_hard_negatives(model, data.tokenizer, data.hard_negatives, args, image_size, device))
     if val and data.val is not None:
         val_metrics, plot_data = evaluate_pairs(model, data.tokenizer, data.val, args, image_size, device,
                                                 logit_scale, logit_bias)
