@@ -94,7 +94,8 @@ def evaluate(model, data, args, image_size, device, zeroshot=True, val=True):
         for zeroshot_set in data.zeroshot:
             metrics.update(evaluate_zeroshot(model, data.tokenizer, zeroshot_set, args, image_size, device))
         if data.hard_negatives:
-            metrics.update(evaluate_hard_negatives(model, data.tokenizer, data.hard_negatives, args, image_size, device))
+            metrics.update(evaluate_hard_negatives(model, data.tokenizer, data.hard_negatives, args, image_size,
+                                                   device))
     if val and data.val is not None:
         val_metrics, plot_data = evaluate_pairs(model, data.tokenizer, data.val, args, image_size, device,
                                                 logit_scale, logit_bias)

@@ -116,9 +116,10 @@ def build_parser():
                           "colours, shapes or relation swapped, NegCLIP; CLIP loss, --accum-freq 1, one process)")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
-                     help="(default: fp32; OpenCLIP's default: amp) amp: float16 matmuls with loss scaling; amp_bf16: bfloat16 matmuls, emulated (neither "
+                     help="amp: float16 matmuls with loss scaling; amp_bf16: bfloat16 matmuls, emulated (neither "
                           "NumPy nor CuPy has a bfloat16 dtype: float32 arrays rounded to bfloat16, so its "
-                          "numerics at float32's speed); weights, norms, softmax and loss stay float32 (miniclip/amp.py)")
+                          "numerics at float32's speed); weights, norms, softmax and loss stay float32 "
+                          "(miniclip/amp.py) (default: fp32; OpenCLIP's default: amp)")
     opt.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto: the GPU when CuPy sees one, else the CPU")
 
@@ -209,11 +210,11 @@ def check(args):
                         "features as negatives in the other ranks' rows is lost")
     if args.lock_image and args.lock_text:
         raise UserError("--lock-image and --lock-text together leave nothing to train")
-    for key in ("image_mean", "image_std"):
+    for key, positive in (("image_mean", False), ("image_std", True)):
         values = getattr(args, key) or ()
-        if not all(math.isfinite(v) for v in values) or (key == "image_std" and min(values, default=1) <= 0):
-            raise UserError(f"--{key.replace('_', '-')} must be 3 finite numbers{', each above 0' if key == 'image_std' else ''}"
-                            f", got {' '.join(map(str, values))}")
+        if not all(math.isfinite(v) for v in values) or (positive and min(values, default=1) <= 0):
+            raise UserError(f"--{key.replace('_', '-')} must be 3 finite numbers{', each above 0' if positive else ''}, "
+                            f"got {' '.join(map(str, values))}")
     cooldown = [f"--{key.replace('_', '-')}" for key in ("epochs_cooldown", "lr_cooldown_power", "lr_cooldown_end")
                 if getattr(args, key) is not None]
     if args.lr_scheduler == "const-cooldown" and args.epochs_cooldown is None:
