@@ -428,8 +428,10 @@ def train(args, device, argv, run_folder, dist=None):
         if args.save_most_recent:
             save(LATEST_CHECKPOINT)
         if is_main and args.delete_previous_checkpoint and last_saved not in (None, path):
-            # Only a checkpoint of this run folder: a --resume PATH elsewhere is the user's file.
-            if os.path.dirname(os.path.abspath(last_saved)) == os.path.abspath(checkpoints):
+            # Only a checkpoint of this run folder (a --resume PATH elsewhere is the user's file), and
+            # never epoch_latest, just written again when the run resumed from it.
+            if (os.path.dirname(os.path.abspath(last_saved)) == os.path.abspath(checkpoints)
+                    and os.path.basename(last_saved) != LATEST_CHECKPOINT):
                 os.remove(last_saved)
         return path
 

@@ -177,13 +177,17 @@ def test_delete_previous_checkpoint_keeps_only_the_newest(run_flags, tmp_path):
     folder = run(flags + ["--epochs", "2"], "newest")
     checkpoints = os.path.join(folder, "checkpoints")
     assert sorted(os.listdir(checkpoints)) == ["epoch_2.safetensors", "epoch_latest.safetensors"]
-    # A resumed run deletes the checkpoint it resumed from once it saved a newer one ...
     outside = str(tmp_path / "kept.safetensors")
-    os.link(os.path.join(checkpoints, "epoch_2.safetensors"), outside)
-    os.remove(os.path.join(checkpoints, "epoch_latest.safetensors"))
+    os.rename(os.path.join(checkpoints, "epoch_2.safetensors"), outside)
+    # Resumed from epoch_latest, which it writes again: the one file it must not delete.
     run(flags + ["--epochs", "3", "--resume", "latest"], "newest")
     assert sorted(os.listdir(checkpoints)) == ["epoch_3.safetensors", "epoch_latest.safetensors"]
-    # ... but never a file outside the run folder's checkpoints.
+    assert training_metadata(os.path.join(checkpoints, "epoch_latest.safetensors"))["step"] == 12
+    # Resumed from epoch_3: deleted once epoch_4 is saved.
+    os.remove(os.path.join(checkpoints, "epoch_latest.safetensors"))
+    run(flags + ["--epochs", "4", "--resume", "latest"], "newest")
+    assert sorted(os.listdir(checkpoints)) == ["epoch_4.safetensors", "epoch_latest.safetensors"]
+    # A checkpoint outside the run folder's checkpoints/ is never deleted.
     run(flags + ["--epochs", "3", "--resume", outside], "other")
     assert os.path.exists(outside)
 
