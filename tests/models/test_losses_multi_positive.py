@@ -13,7 +13,7 @@ from miniclip import kernels
 from miniclip.functional import normalize
 from miniclip.losses import (FusedClipLoss, FusedMultiPositiveClipLoss, clip_loss, clip_loss_composed,
                              siglip_loss)
-from tests.functional.helpers import make_inputs, normal
+from tests.helpers import make_inputs, normal
 from tests.models.test_losses import features, run
 from tests.tolerances import GRADCHECK, KERNEL_FLOAT32, TORCH_FLOAT64
 
