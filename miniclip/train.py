@@ -68,7 +68,6 @@ from miniclip.tensor import Tensor, no_grad
 from miniclip.tokenizer import Tokenizer
 from miniclip.training.data import build_data, train_loader
 from miniclip.training.evaluate import evaluate
-from miniclip.training.grad_checkpointing import set_grad_checkpointing
 from miniclip.training.options import PRECISIONS, parse_args, report_to
 from miniclip.training.plots import plot_run
 from miniclip.training.tensorboard import SummaryWriter
@@ -339,7 +338,7 @@ def train(args, device, argv, run_folder, dist=None):
     manual_seed(args.seed)
     model = create_model(config, max_parameters=args.max_parameters)
     if args.grad_checkpointing:
-        set_grad_checkpointing(model)
+        model.set_grad_checkpointing(True)
     if pretrained is not None:
         try:
             model.load_state_dict(pretrained)

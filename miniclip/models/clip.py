@@ -99,6 +99,13 @@ class CLIP(nn.Module):
         x = x @ self.text_projection                                    # (B, embed_dim)
         return F.normalize(x, dim=-1) if normalize else x
 
+    def set_grad_checkpointing(self, enable=True):
+        """Recompute every transformer block in backward (OpenCLIP's method of the same name):
+        the text tower's and a ViT's; a ModifiedResNet has no transformer blocks to recompute."""
+        self.transformer.grad_checkpointing = enable
+        if isinstance(self.visual, VisionTransformer):
+            self.visual.transformer.grad_checkpointing = enable
+
     def forward(self, image=None, text=None):
         """OpenCLIP's CLIP.forward: normalised features and exp(logit_scale) (+ logit_bias)."""
         image_features = self.encode_image(image, normalize=True) if image is not None else None

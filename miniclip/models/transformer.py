@@ -23,6 +23,7 @@ Checked against OpenCLIP's own blocks with the same weights in tests/models.
 from miniclip import functional as F
 from miniclip import nn
 from miniclip.backend import get_array_module
+from miniclip.nn.checkpoint import checkpoint
 
 
 class MLP(nn.Module):
@@ -88,13 +89,16 @@ class Transformer(nn.Module):
         self.width, self.layers = width, layers
         self.resblocks = nn.ModuleList(
             [ResidualAttentionBlock(width, heads, mlp_ratio, act_layer) for _ in range(layers)])
+        self.grad_checkpointing = False   # OpenCLIP's name: recompute each block in backward
 
     def forward(self, x, is_causal=False, keep_token=None):
         """is_causal: token t attends to tokens 0..t only (OpenCLIP's -inf-above-the-diagonal
         attn_mask, which is not in the state_dict). keep_token: None for every token's output
         (B, T, width), or the position (B,) of the one token per sequence to return, (B, width),
-        which the last block then computes alone (module docstring)."""
+        which the last block then computes alone (module docstring). With grad_checkpointing each
+        block keeps only its input for the backward (miniclip/nn/checkpoint.py)."""
         *blocks, last = self.resblocks
         for block in blocks:
-            x = block(x, is_causal=is_causal)
-        return last(x, is_causal=is_causal, keep_token=keep_token)
+            x = checkpoint(block, x, is_causal=is_causal) if self.grad_checkpointing else block(x, is_causal=is_causal)
+        options = dict(is_causal=is_causal, keep_token=keep_token)
+        return checkpoint(last, x, **options) if self.grad_checkpointing else last(x, **options)

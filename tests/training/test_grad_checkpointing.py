@@ -8,7 +8,6 @@ import pytest
 
 import miniclip
 from miniclip import train
-from miniclip.training.grad_checkpointing import set_grad_checkpointing
 from miniclip.training.plots import read_metrics
 from tests.training.conftest import TINY
 
@@ -53,7 +52,7 @@ def test_checkpointed_blocks_give_the_same_loss_and_gradients_bit_for_bit():
     for accum_freq in (1, 2):
         loss, expected = gradients(three_block_model(), accum_freq)
         model = three_block_model()
-        assert set_grad_checkpointing(model) == 6
+        model.set_grad_checkpointing()
         loss_checkpointed, got = gradients(model, accum_freq)
         assert loss_checkpointed == loss and got.keys() == expected.keys()
         for name in expected:
@@ -65,7 +64,7 @@ def test_the_graph_keeps_one_node_per_block_and_its_input_only():
     plain = three_block_model()
     nodes = graph_nodes(plain.encode_image(miniclip.Tensor(images)))
     model = three_block_model()
-    set_grad_checkpointing(model)
+    model.set_grad_checkpointing()
     checkpointed = graph_nodes(model.encode_image(miniclip.Tensor(images)))
     assert checkpointed.count("CheckpointedBlock") == 3 and "CheckpointedBlock" not in nodes
     assert len(checkpointed) < len(nodes) - 3 * 10, (len(checkpointed), len(nodes))   # each block: tens of ops
@@ -74,7 +73,7 @@ def test_the_graph_keeps_one_node_per_block_and_its_input_only():
 
 def test_a_frozen_tower_is_not_checkpointed_and_gets_no_gradient():
     model = three_block_model()
-    set_grad_checkpointing(model)
+    model.set_grad_checkpointing()
     model.visual.requires_grad_(False)
     images, tokens = batch()
     assert "CheckpointedBlock" not in graph_nodes(model.encode_image(miniclip.Tensor(images)))

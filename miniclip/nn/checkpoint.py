@@ -1,4 +1,4 @@
-"""--grad-checkpointing: trade compute for memory by recomputing each transformer block in backward.
+"""Activation checkpointing: trade compute for memory by running a block again in backward.
 
 Backward needs what forward computed: every block keeps its layer norms' outputs, the attention's
 queries, keys, values and statistics, and the MLP's hidden activations, arrays of (B, T, width)
@@ -17,43 +17,31 @@ are exactly those of the plain backward (tests/training/test_grad_checkpointing.
 bit for bit). The cost: one more forward of every block per step (the README has measurements).
 """
 from miniclip import amp, kernels
-from miniclip.models.transformer import ResidualAttentionBlock
 from miniclip.tensor import Function, Tensor, is_grad_enabled, no_grad
 
 
 class CheckpointedBlock(Function):
     """One block's forward without a graph, and its backward by recomputing it (module docstring)."""
 
-    def forward(self, x, block, is_causal=False, keep_token=None):
-        self.x, self.block, self.options = x, block, dict(is_causal=is_causal, keep_token=keep_token)
+    def forward(self, x, block, **options):
+        self.x, self.block, self.options = x, block, options
         self.autocast, self.kernel_mode = amp.autocast_dtype(), kernels.mode()
         with no_grad():
-            return block.forward_without_checkpoint(Tensor(x), **self.options).data
+            return block(Tensor(x), **options).data
 
     def backward(self, grad_out):
         x = Tensor(self.x, requires_grad=True)
         with amp.autocast(self.autocast), kernels.use(self.kernel_mode):   # (backward records graphs)
-            y = self.block.forward_without_checkpoint(x, **self.options)
+            y = self.block(x, **self.options)
         y.backward(grad_out)   # the parameters' .grad += their share; x.grad = dx
         return x.grad
 
 
-def set_grad_checkpointing(model):
-    """Make every transformer block of the model (both towers) recompute its forward in backward.
-    Returns how many blocks it changed. The weights and their names stay as they are."""
-    blocks = [m for m in model.modules() if isinstance(m, ResidualAttentionBlock)]
-    for block in blocks:
-        forward = block.forward
-        object.__setattr__(block, "forward_without_checkpoint", forward)
-        object.__setattr__(block, "forward", _checkpointed(block))
-    return len(blocks)
-
-
-def _checkpointed(block):
-    def forward(x, is_causal=False, keep_token=None):
-        if not (is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters()))):
-            return block.forward_without_checkpoint(x, is_causal=is_causal, keep_token=keep_token)
-        # A parameter that needs a gradient makes the node part of the graph even when x does not.
-        x = x if x.requires_grad else Tensor(x.data, requires_grad=True)
-        return CheckpointedBlock.apply(x, block=block, is_causal=is_causal, keep_token=keep_token)
-    return forward
+def checkpoint(block, x, **options):
+    """block(x, **options), keeping only x for the backward (torch.utils.checkpoint's job). When
+    no gradient is wanted (no_grad, or a frozen block and an input without one) it is block(x)."""
+    if not (is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters()))):
+        return block(x, **options)
+    # A parameter that needs a gradient makes the node part of the graph even when x does not.
+    x = x if x.requires_grad else Tensor(x.data, requires_grad=True)
+    return CheckpointedBlock.apply(x, block=block, **options)
