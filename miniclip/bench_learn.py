@@ -88,7 +88,7 @@ def first_reaching(curve, threshold):
 def build(args):
     """What `python -m miniclip.train` builds from these flags: config, data, model, optimizer,
     loader, schedule and the number of steps."""
-    from miniclip.train import model_config, parameter_groups
+    from miniclip.train import lr_schedule, model_config, parameter_groups
 
     config = model_config(args)
     image_size = config["vision_cfg"]["image_size"]
@@ -96,14 +96,15 @@ def build(args):
     if args.tokenizer is None:
         config["text_cfg"]["vocab_size"] = data.tokenizer.vocab_size
     manual_seed(args.seed)
-    model = create_model(config)
+    model = create_model(config, max_parameters=args.max_parameters)
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     optimizer = optim.AdamW(parameter_groups(model, args.wd), lr=args.lr, betas=(args.beta1, args.beta2),
                             eps=args.eps)
     loader = train_loader(data, args, image_size)
     total_steps = args.max_steps or args.epochs * len(loader)
     warmup = args.warmup if args.warmup is not None else total_steps // 10
-    schedule = (optim.cosine_lr if args.lr_scheduler == "cosine" else optim.const_lr)(
-        optimizer, args.lr, warmup, total_steps)
+    schedule = lr_schedule(args, optimizer, warmup, total_steps, len(loader))
     return config, data, model, optimizer, loader, schedule, total_steps
 
 
