@@ -60,7 +60,7 @@ from miniclip.checkpoint import atomic_write
 from miniclip.creation import manual_seed
 from miniclip.errors import UserError, exit_on_user_error
 from miniclip.losses import clip_loss, clip_loss_with_negatives, siglip_loss
-from miniclip.models import check_same_architecture, create_model, load_checkpoint, load_tokenizer
+from miniclip.models import check_same_architecture, create_model, load_checkpoint, load_tokenizer, load_weights
 from miniclip.models.config import load_config, parameter_count
 from miniclip.models.pretrained import is_tag, pretrained_file, tag_uses_quick_gelu
 from miniclip.ops import concat
@@ -339,11 +339,8 @@ def train(args, device, argv, run_folder, dist=None):
     model = create_model(config, max_parameters=args.max_parameters)
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    if pretrained is not None:
-        try:
-            model.load_state_dict(pretrained)
-        except RuntimeError as error:   # an OpenCLIP file without a config: the shapes say it
-            raise UserError(f"--pretrained {args.pretrained} does not fit --model {args.model}: {error}") from None
+    if pretrained is not None:   # an OpenCLIP file without a config: the shapes say whether it fits
+        load_weights(model, pretrained, f"--pretrained {args.pretrained} (for --model {args.model})")
     lock_towers(model, args)
     model.to(device)
     if dist is not None:

@@ -8,6 +8,7 @@ import pytest
 
 import miniclip
 from miniclip.checkpoint import load_safetensors, save_safetensors
+from miniclip.errors import UserError
 from tests.tolerances import OPENCLIP_FEATURES
 
 TINY = dict(embed_dim=16, vision_cfg=dict(image_size=8, patch_size=4, width=16, layers=1, head_width=8),
@@ -157,3 +158,16 @@ def test_load_model_needs_a_config(tmp_path):
     save_safetensors(path, {"logit_scale": np.zeros((), np.float32)})
     with pytest.raises(ValueError, match="holds no model config"):
         miniclip.load_model(path)
+
+
+def test_weights_holding_nan_or_infinity_are_refused_by_name(tmp_path):
+    # A diverged run's weights compute a wrong number with no other symptom (zero-shot once printed
+    # "33.33%" on them): loading them is a user error that names the tensors.
+    model = miniclip.create_model("tiny-vit-xs")
+    model.visual.proj.data[0, 0] = np.nan
+    model.logit_scale.data[...] = np.inf
+    miniclip.save_model(str(tmp_path / "diverged.safetensors"), model)
+    with pytest.raises(UserError, match=r"diverged.safetensors: 2 tensors hold NaN or infinite values \(.*proj"):
+        miniclip.load_model(str(tmp_path / "diverged.safetensors"))
+    with pytest.raises(UserError, match="NaN or infinite"):
+        miniclip.create_model("tiny-vit-xs", checkpoint=str(tmp_path / "diverged.safetensors"))
