@@ -446,7 +446,10 @@ def train(args, device, argv, run_folder, dist=None):
                unit="step", dynamic_ncols=True)
     model.train()
     last_saved, skipped, overflows = resume, 0, 0
-    with StopRequest(enabled=dist is None) as stop:
+    # A step that overflows is caught by the checks below (the loss, float16's loss scale, the
+    # weights before a save), each with a message that says what to do; NumPy's own warnings,
+    # one per operation, would only say it first and less clearly.
+    with StopRequest(enabled=dist is None) as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while progress["step"] < total_steps and not stop.requested:
             epoch = progress["epoch"]
             tick = time.perf_counter()

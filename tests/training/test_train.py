@@ -457,6 +457,19 @@ def test_a_diverged_run_never_saves_weights_that_are_not_finite(run_flags, tmp_p
     assert all(all_finite(path) for path in saved)
 
 
+def test_a_diverged_run_says_so_in_one_line_without_numpys_warnings(tmp_path):
+    # The default model at lr 1e3 overflows within a few steps; NumPy would warn at every
+    # operation that overflows before the trainer's own message.
+    command = [sys.executable, "-m", "miniclip.train", "--no-progress", "--logs", str(tmp_path), "--name", "d",
+               "--train-num-samples", "64", "--batch-size", "16", "--max-steps", "8", "--lr", "1e3",
+               "--zeroshot-num-samples", "36", "--val-num-samples", "32"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [line for line in result.stderr.splitlines()
+                                          if line.startswith("python -m miniclip.train: error: ")], result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def test_a_save_refuses_non_finite_weights_and_names_the_last_good_checkpoint(run_flags, tmp_path, monkeypatch,
                                                                               capsys):
     real_step, steps = train.optim.AdamW.step, []
