@@ -93,8 +93,8 @@ def event(step, wall_time, file_version=None, scalars=None, session_start=False)
 
 
 class SummaryWriter:
-    """Scalars into a new event file in `folder` (tensorboardX's and torch's class name and
-    add_scalar; one file per run and resume). purge_step: the step a resumed run continues from."""
+    """Scalars into a new event file in `folder` (tensorboardX's and torch's class name; one file
+    per run and resume). purge_step: the step a resumed run continues from."""
 
     def __init__(self, folder, purge_step=None):
         os.makedirs(folder, exist_ok=True)
@@ -109,9 +109,6 @@ class SummaryWriter:
     def add_scalars(self, scalars, step):
         """Several {tag: value} points of one step, in one Event."""
         self._write(event(step, time.time(), scalars={tag: float(v) for tag, v in scalars.items()}))
-
-    def add_scalar(self, tag, value, step):
-        self.add_scalars({tag: value}, step)
 
     def _write(self, message):
         self.file.write(tfrecord(message))
