@@ -30,6 +30,7 @@ from miniclip.checkpoint import atomic_write, save_safetensors
 from miniclip.data.transforms import CLIP_MEAN, CLIP_STD
 from miniclip.errors import UserError, exit_on_user_error
 from miniclip.models import load_checkpoint, load_tokenizer
+from miniclip.models.factory import image_statistics
 from miniclip.tokenizer import Tokenizer
 from miniclip.tokenizer.merges_file import HEADER
 
@@ -38,11 +39,12 @@ WEIGHTS_FILE = "open_clip_model.safetensors"
 MERGES_FILE = "bpe_merges.txt.gz"
 
 
-def openclip_config(config):
-    """The contents of open_clip_config.json for a resolved miniclip model config."""
+def openclip_config(config, mean=CLIP_MEAN, std=CLIP_STD):
+    """The contents of open_clip_config.json for a resolved miniclip model config and the image
+    statistics it was trained with."""
     model_cfg = {key: value for key, value in config.items() if value is not None}
-    preprocess_cfg = {"size": config["vision_cfg"]["image_size"], "mode": "RGB", "mean": list(CLIP_MEAN),
-                      "std": list(CLIP_STD), "interpolation": "bicubic", "resize_mode": "shortest"}
+    preprocess_cfg = {"size": config["vision_cfg"]["image_size"], "mode": "RGB", "mean": list(mean),
+                      "std": list(std), "interpolation": "bicubic", "resize_mode": "shortest"}
     return {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
 
 
@@ -57,7 +59,7 @@ def export(checkpoint, out_dir):
         raise UserError(f"{checkpoint} holds no model config: it is not a miniclip model file")
     os.makedirs(out_dir, exist_ok=True)
     written = [os.path.join(out_dir, CONFIG_FILE), os.path.join(out_dir, WEIGHTS_FILE)]
-    atomic_write(written[0], [json.dumps(openclip_config(config), indent=2).encode()])
+    atomic_write(written[0], [json.dumps(openclip_config(config, *image_statistics(checkpoint)), indent=2).encode()])
     save_safetensors(written[1], state_dict, {"format": "pt"})   # "pt": safetensors' PyTorch tag
     tokenizer = load_tokenizer(checkpoint, config["text_cfg"]["context_length"])
     if tokenizer is not None and tokenizer.merges != Tokenizer().merges[:len(tokenizer.merges)]:

@@ -337,6 +337,10 @@ def train(args, device, argv, run_folder, dist=None):
 
     manual_seed(args.seed)
     model = create_model(config, max_parameters=args.max_parameters)
+    if args.image_mean is not None:   # saved with the weights, so that zeroshot and search use them
+        model.visual.image_mean = tuple(args.image_mean)
+    if args.image_std is not None:
+        model.visual.image_std = tuple(args.image_std)
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if pretrained is not None:   # an OpenCLIP file without a config: the shapes say whether it fits

@@ -148,7 +148,8 @@ def load_model_and_tokenizer(args, device="cpu"):
     else:
         if args.model is None:
             raise UserError(f"--pretrained {args.pretrained} needs --model, the architecture (e.g. --model ViT-B-32)")
-        model, tokenizer = create_model(args.model, pretrained=args.pretrained, max_parameters=args.max_parameters), None
+        model = create_model(args.model, pretrained=args.pretrained, max_parameters=args.max_parameters)
+        tokenizer = None
     if args.tokenizer is not None:
         if not os.path.isfile(args.tokenizer):
             raise UserError(f"--tokenizer {args.tokenizer}: no such file")
@@ -188,7 +189,9 @@ def encode_image_files(model, paths, batch_size=64, device="cpu", workers=2, ski
     converts to RGB); kept, the indices into `paths` of the N' images encoded, in order; skipped, a
     message per image that could not be read. Without skip_bad_samples the first bad image raises
     BadSampleError, so kept is every index and skipped is empty."""
-    loader = Loader(ImageList(paths), batch_size, image_transform(model.visual.image_size, is_train=False),
+    transform = image_transform(model.visual.image_size, is_train=False, mean=model.visual.image_mean,
+                                std=model.visual.image_std)   # the statistics it was trained with
+    loader = Loader(ImageList(paths), batch_size, transform,
                     workers=workers, shuffle=False, skip_bad_samples=skip_bad_samples)
     features, kept = [], []
     for images, indices in loader.epoch(0):   # ImageList's labels are the indices themselves

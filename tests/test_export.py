@@ -49,14 +49,18 @@ def test_export_writes_weights_only_the_config_and_the_learned_merges(training_c
     assert config["model_cfg"]["text_cfg"]["vocab_size"] == tokenizer.vocab_size
     assert "init_logit_bias" not in config["model_cfg"]                              # None: OpenCLIP's default
     assert config["preprocess_cfg"]["size"] == 32
+    assert config["preprocess_cfg"]["mean"] == list(model.visual.image_mean)
     assert miniclip.tokenizer.Tokenizer(str(tmp_path / "out" / "bpe_merges.txt.gz")).merges == tokenizer.merges
 
 
-def test_a_model_on_openais_vocabulary_gets_no_merges_file(tmp_path):
+def test_a_model_on_openais_vocabulary_gets_no_merges_file_and_its_image_statistics_go_along(tmp_path):
     model = miniclip.create_model(CONFIG)
+    model.visual.image_mean, model.visual.image_std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)   # --image-mean/-std
     miniclip.save_model(str(tmp_path / "model.safetensors"), model, miniclip.tokenizer.Tokenizer(context_length=16))
     written = export.export(str(tmp_path / "model.safetensors"), str(tmp_path / "out"))
     assert [os.path.basename(p) for p in written] == ["open_clip_config.json", "open_clip_model.safetensors"]
+    preprocess = json.loads(open(written[0]).read())["preprocess_cfg"]
+    assert (preprocess["mean"], preprocess["std"]) == ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
 
 
 @pytest.mark.parametrize("problem", ["missing checkpoint", "folder not empty"])

@@ -195,6 +195,7 @@ class ColourModel:
 
     class Visual:
         image_size = 8
+        image_mean, image_std = CLIP_MEAN, CLIP_STD
 
     visual = Visual()
     logit_scale = Tensor(np.array(np.log(100.0)))

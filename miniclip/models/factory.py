@@ -17,6 +17,7 @@ import numpy as np
 
 from miniclip.backend import to_numpy
 from miniclip.checkpoint import load_safetensors, read_safetensors_metadata, save_safetensors
+from miniclip.data.transforms import CLIP_MEAN, CLIP_STD
 from miniclip.errors import UserError
 from miniclip.models import pretrained as pretrained_weights
 from miniclip.models.clip import CLIP
@@ -44,6 +45,8 @@ def create_model(name_or_config, checkpoint=None, pretrained=None, max_parameter
                  init_logit_scale=float(np.log(1 / 0.07)) if init_logit_scale is None else init_logit_scale,
                  init_logit_bias=config["init_logit_bias"])
     model.config = config
+    # The pixel statistics its images are normalised with (OpenCLIP keeps them on model.visual too).
+    model.visual.image_mean, model.visual.image_std = CLIP_MEAN, CLIP_STD
     if checkpoint is not None:
         state_dict, checkpoint_config = load_checkpoint(checkpoint, max_parameters)
         if checkpoint_config is not None:
@@ -118,8 +121,10 @@ def model_tensors(model):
 
 
 def model_metadata(model, tokenizer=None):
-    """The config (and the tokenizer's merges) as safetensors string metadata."""
-    metadata = {"miniclip_config": json.dumps(model.config)}
+    """The config, the image statistics (and the tokenizer's merges) as safetensors string metadata."""
+    metadata = {"miniclip_config": json.dumps(model.config),
+                "miniclip_preprocess": json.dumps({"mean": list(model.visual.image_mean),
+                                                   "std": list(model.visual.image_std)})}
     if tokenizer is not None:
         metadata["miniclip_bpe_merges"] = "\n".join(f"{a} {b}" for a, b in tokenizer.merges)
     return metadata
@@ -134,7 +139,25 @@ def load_model(path, max_parameters=MAX_PARAMETERS):
                         f"open_clip_config.json beside it); use create_model(config, checkpoint=path)")
     model = create_model(config, max_parameters=max_parameters)
     load_weights(model, state_dict, path)
+    model.visual.image_mean, model.visual.image_std = image_statistics(path)
     return model, load_tokenizer(path, config["text_cfg"]["context_length"])
+
+
+def image_statistics(path):
+    """(mean, std) the model in `path` was trained to see its pixels normalised with: its
+    miniclip_preprocess metadata (python -m miniclip.train --image-mean/--image-std), else CLIP's."""
+    metadata = read_safetensors_metadata(path)
+    if "miniclip_preprocess" not in metadata:
+        return CLIP_MEAN, CLIP_STD
+    try:
+        saved = json.loads(metadata["miniclip_preprocess"])
+        mean, std = tuple(float(v) for v in saved["mean"]), tuple(float(v) for v in saved["std"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: its miniclip_preprocess metadata is not {{\"mean\": [3 numbers], "
+                        f"\"std\": [3 numbers]}}") from None
+    if len(mean) != 3 or len(std) != 3 or not all(np.isfinite(mean + std)) or min(std) <= 0:
+        raise UserError(f"{path}: its image statistics are not 3 finite means and 3 positive stds: {saved}")
+    return mean, std
 
 
 def load_tokenizer(path, context_length):

@@ -8,6 +8,7 @@ import pytest
 
 import miniclip
 from miniclip.checkpoint import load_safetensors, save_safetensors
+from miniclip.data import CLIP_MEAN, CLIP_STD
 from miniclip.errors import UserError
 from tests.tolerances import OPENCLIP_FEATURES
 
@@ -171,3 +172,19 @@ def test_weights_holding_nan_or_infinity_are_refused_by_name(tmp_path):
         miniclip.load_model(str(tmp_path / "diverged.safetensors"))
     with pytest.raises(UserError, match="NaN or infinite"):
         miniclip.create_model("tiny-vit-xs", checkpoint=str(tmp_path / "diverged.safetensors"))
+
+
+def test_the_image_statistics_travel_with_the_weights(tmp_path):
+    # A model trained with --image-mean/--image-std must see its pixels normalised the same way
+    # wherever it is used (zeroshot, search, export), or its features are silently wrong.
+    model = miniclip.create_model("tiny-vit-xs")
+    assert (model.visual.image_mean, model.visual.image_std) == (CLIP_MEAN, CLIP_STD)
+    model.visual.image_mean, model.visual.image_std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    miniclip.save_model(str(tmp_path / "model.safetensors"), model)
+    loaded, _ = miniclip.load_model(str(tmp_path / "model.safetensors"))
+    assert (loaded.visual.image_mean, loaded.visual.image_std) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    tensors, metadata = load_safetensors(str(tmp_path / "model.safetensors"))
+    metadata["miniclip_preprocess"] = json.dumps({"mean": [0.5, 0.5], "std": [1, 1, 1]})
+    save_safetensors(str(tmp_path / "bad.safetensors"), tensors, metadata)
+    with pytest.raises(UserError, match="bad.safetensors: its image statistics are not 3 finite means"):
+        miniclip.load_model(str(tmp_path / "bad.safetensors"))

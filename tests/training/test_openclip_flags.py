@@ -94,10 +94,13 @@ def test_image_mean_and_std_reach_every_transform(run_flags, monkeypatch):
         return real(image_size, is_train, **statistics)
 
     monkeypatch.setattr(training_data, "image_transform", spy)
-    run(run_flags + ["--max-steps", "1", "--image-mean", "0.5", "0.4", "0.3", "--image-std", "0.2", "0.25", "0.3"],
-        "statistics")
+    folder = run(run_flags + ["--max-steps", "1", "--image-mean", "0.5", "0.4", "0.3", "--image-std", "0.2", "0.25",
+                              "0.3"], "statistics")
     assert {is_train for is_train, _ in calls} == {True, False}   # training, and the evaluations
     assert all(s == {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3)} for _, s in calls), calls
+    # The checkpoint carries them, so that zeroshot, search and export normalise as training did.
+    model, _ = miniclip.load_model(glob.glob(os.path.join(folder, "checkpoints", "*.safetensors"))[0])
+    assert (model.visual.image_mean, model.visual.image_std) == ((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
     image = np.full((16, 16, 3), 255, np.uint8)
     transform = training_data.transform(train.parse_args(["--image-mean", "0.5", "0.4", "0.3", "--image-std",
                                                           "0.2", "0.25", "0.3"]), 16, is_train=False)
