@@ -88,13 +88,18 @@ def checkpoint_config(path, max_parameters=MAX_PARAMETERS):
     return None
 
 
+def non_finite_tensors(tensors):
+    """The names of the floating-point arrays that hold a NaN or an infinity."""
+    return [name for name, array in tensors.items()
+            if np.asarray(array).dtype.kind == "f" and not np.isfinite(array).all()]
+
+
 def load_weights(model, state_dict, path):
     """model.load_state_dict(state_dict), where a missing, unexpected or misshapen tensor, or one
     holding NaN or infinity (the weights of a run that diverged), is the checkpoint's fault: a
     UserError naming the file and the tensors. A model with non-finite weights still computes
     something, a wrong number with no other symptom."""
-    not_finite = [name for name, array in state_dict.items()
-                  if np.asarray(array).dtype.kind == "f" and not np.isfinite(array).all()]
+    not_finite = non_finite_tensors(state_dict)
     if not_finite:
         raise UserError(f"{path}: {len(not_finite)} tensors hold NaN or infinite values ({', '.join(not_finite[:3])}"
                         f"{', ...' if len(not_finite) > 3 else ''}): the weights of a run that diverged")

@@ -28,12 +28,11 @@ import json
 import os
 import warnings
 
-import numpy as np
-
 from miniclip.checkpoint import load_safetensors, read_safetensors_metadata, save_safetensors
 from miniclip.creation import get_rng
 from miniclip.errors import UserError
 from miniclip.models import TRAINING_STATE_PREFIX, model_metadata, model_tensors
+from miniclip.models.factory import non_finite_tensors
 
 TRAINING_KEY = "miniclip_training"
 LOCK_FILE = ".lock"
@@ -42,12 +41,6 @@ TEMPORARY_PREFIX = ".tmp-"   # miniclip.checkpoint.atomic_write's temporary file
 
 class NonFiniteState(ArithmeticError):
     """The weights or optimizer moments hold NaN or infinity: a diverged run, not saved."""
-
-
-def non_finite_tensors(tensors):
-    """The names of the floating-point arrays that hold a NaN or an infinity."""
-    return [name for name, array in tensors.items()
-            if array.dtype.kind == "f" and not np.isfinite(array).all()]
 
 
 def save_training_state(path, model, tokenizer, optimizer, progress, args, grad_scaler=None):
