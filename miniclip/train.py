@@ -125,12 +125,10 @@ def pretrained_weights(args, config):
     the rest of the file's architecture must be --model's."""
     if args.pretrained is None:
         return None, None
-    path = args.pretrained
-    if is_tag(args.model, path):
-        config["quick_gelu"] = tag_uses_quick_gelu(args.model, path) or args.force_quick_gelu
-        path = pretrained_file(args.model, path)   # a UserError says what to install or download
-    elif not os.path.isfile(path):
-        pretrained_file(args.model, path)   # raises: no such file, and not a tag (it lists --model's tags)
+    if is_tag(args.model, args.pretrained):
+        config["quick_gelu"] = tag_uses_quick_gelu(args.model, args.pretrained) or args.force_quick_gelu
+    # A file as it is; a tag from the hub or its cache; else a UserError listing --model's tags.
+    path = pretrained_file(args.model, args.pretrained)
     state_dict, saved_config = load_checkpoint(path, args.max_parameters)
     if saved_config is not None:
         if load_tokenizer(path, saved_config["text_cfg"]["context_length"]) is not None:
